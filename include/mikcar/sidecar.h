@@ -1,0 +1,34 @@
+// `Sidecar`: the interface every service implements (kv, storage, … and custom ones).
+//
+// A sidecar has a name (its mount prefix: "kv" → /kv/...), a route table and a readiness
+// check. The server calls `Routes()` once at start-up; handlers may run concurrently on any I/O
+// thread, so a sidecar must be safe to call from several threads at once.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "mikcar/error.h"
+#include "mikcar/http.h"
+
+namespace mikcar {
+
+class Sidecar {
+ public:
+  virtual ~Sidecar() = default;
+
+  // Mount prefix without slashes, e.g. "kv".
+  virtual std::string name() const = 0;
+  // Short name of the backend in use, e.g. "lmdb", for /health/ready and logs.
+  virtual std::string backend_name() const { return "custom"; }
+  // The routes, with patterns relative to the mount prefix.
+  virtual std::vector<Route> Routes() = 0;
+  // Readiness: success when the backend answers. Called by /health/ready with a short timeout.
+  virtual boost::asio::awaitable<Result<void>> Ready() { co_return Result<void>{}; }
+  // Called once during graceful shutdown after the last request finished: flush and close.
+  virtual void Shutdown() {}
+};
+
+}  // namespace mikcar

@@ -1,0 +1,70 @@
+#include "http/compression.h"
+
+#include <strings.h>
+#include <zlib.h>
+
+#include <cstdlib>
+
+namespace mikcar::http {
+namespace {
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool IEquals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace
+
+bool AcceptsGzip(std::string_view accept_encoding) {
+  while (!accept_encoding.empty()) {
+    size_t comma = accept_encoding.find(',');
+    std::string_view item = accept_encoding.substr(0, comma);
+    accept_encoding = comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
+    size_t semi = item.find(';');
+    std::string_view coding = Trim(item.substr(0, semi));
+    if (!IEquals(coding, "gzip") && !IEquals(coding, "x-gzip") && coding != "*") continue;
+    if (semi == std::string_view::npos) return true;
+    std::string_view param = Trim(item.substr(semi + 1));
+    if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+      std::string q(param.substr(2));
+      return std::strtod(q.c_str(), nullptr) > 0;
+    }
+    return true;
+  }
+  return false;
+}
+
+bool IsCompressible(std::string_view type) {
+  type = Trim(type.substr(0, type.find(';')));
+  if (type.size() >= 5 && strncasecmp(type.data(), "text/", 5) == 0) return true;
+  for (std::string_view t : {"application/json", "application/xml", "application/javascript",
+                             "image/svg+xml", "application/x-ndjson"}) {
+    if (IEquals(type, t)) return true;
+  }
+  return type.size() > 5 && (strncasecmp(type.data() + type.size() - 5, "+json", 5) == 0 ||
+                             strncasecmp(type.data() + type.size() - 4, "+xml", 4) == 0);
+}
+
+std::optional<std::string> Gzip(std::string_view data) {
+  z_stream zs{};
+  // windowBits 15 + 16 = gzip wrapper; level 1 favours speed, as sidecar responses are small.
+  if (deflateInit2(&zs, 1, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return std::nullopt;
+  std::string out;
+  out.resize(deflateBound(&zs, data.size()));
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  zs.avail_in = static_cast<uInt>(data.size());
+  zs.next_out = reinterpret_cast<Bytef*>(out.data());
+  zs.avail_out = static_cast<uInt>(out.size());
+  int rc = deflate(&zs, Z_FINISH);
+  deflateEnd(&zs);
+  if (rc != Z_STREAM_END || zs.total_out >= data.size()) return std::nullopt;
+  out.resize(zs.total_out);
+  return out;
+}
+
+}  // namespace mikcar::http

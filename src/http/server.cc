@@ -1,0 +1,609 @@
+#include "http/server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/json.h"
+#include "http/auth.h"
+#include "http/compression.h"
+#include "http/error_response.h"
+#include "http/metrics.h"
+#include "http/router.h"
+#include "http/trace.h"
+
+namespace mikcar::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// Runs `op` and waits for it until `deadline`. nullopt when the deadline passed first; the
+// operation then keeps running detached and its result is dropped (it owns what it uses).
+template <typename T>
+asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op, Clock::time_point deadline) {
+  auto ex = co_await asio::this_coro::executor;
+  struct State {
+    explicit State(asio::any_io_executor ex, Clock::time_point d) : timer(ex, d) {}
+    std::optional<Result<T>> result;
+    asio::steady_timer timer;
+  };
+  auto state = std::make_shared<State>(ex, deadline);
+  asio::co_spawn(ex, std::move(op), [state](std::exception_ptr error, Result<T> result) {
+    if (error) {
+      try {
+        std::rethrow_exception(error);
+      } catch (const std::exception& e) {
+        spdlog::error("handler threw: {}", e.what());
+      } catch (...) {
+        spdlog::error("handler threw a non-standard exception");
+      }
+      state->result = Fail(ErrorCode::kInternal, "internal error while handling the request");
+    } else {
+      state->result = std::move(result);
+    }
+    state->timer.cancel();
+  });
+  if (!state->result) co_await state->timer.async_wait(kTuple);
+  co_return std::move(state->result);
+}
+
+bool IsLoopback(const std::string& host) {
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return host == "localhost";
+  return addr.is_loopback();
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+}  // namespace
+
+// One live connection, shared between its coroutine, its watchdog timer and Stop().
+struct ConnectionBase {
+  virtual ~ConnectionBase() = default;
+  virtual void CloseIfIdle() = 0;
+};
+
+struct Server::Impl {
+  ServerOptions options;
+  std::vector<std::unique_ptr<Sidecar>> services;
+  Router router;
+  TokenAuth auth{""};
+  Metrics metrics;
+
+  std::vector<std::unique_ptr<asio::io_context>> contexts;
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  std::vector<std::thread> threads;
+  std::atomic<size_t> next_context{0};
+  std::optional<asio::ip::tcp::acceptor> tcp_acceptor;
+  std::optional<asio::local::stream_protocol::acceptor> unix_acceptor;
+  uint16_t bound_port = 0;
+
+  std::atomic<bool> stopping{false};
+  std::mutex stop_mu;
+  bool stopped = false;
+  std::mutex conns_mu;
+  std::condition_variable conns_cv;
+  std::list<std::weak_ptr<ConnectionBase>> conns;
+
+  // /health/ready cache (~1 s).
+  std::mutex ready_mu;
+  Clock::time_point ready_at{};
+  bool ready_ok = false;
+  std::string ready_details;
+
+  asio::io_context& NextContext() { return *contexts[next_context++ % contexts.size()]; }
+
+  Result<void> AddRoutes();
+  asio::awaitable<Result<Response>> Ready(Request& request);
+
+  template <typename Acceptor>
+  asio::awaitable<void> AcceptLoop(Acceptor& acceptor);
+  template <typename Socket>
+  asio::awaitable<void> Serve(Socket socket);
+  // Routing and auth: the route to call, or (entry == nullptr) the response to send.
+  struct Routed {
+    const RouteEntry* entry = nullptr;
+    Response response;
+  };
+  Routed Route(Request& request) const;
+  void Finish(const Request& request, Response& response, bool head,
+              bhttp::response<bhttp::string_body>& out) const;
+};
+
+Result<void> Server::Impl::AddRoutes() {
+  auto health = [](Request&) -> asio::awaitable<Result<Response>> {
+    co_return Response::Json(R"({"status":"healthy"})");
+  };
+  for (const char* method : {"GET", "HEAD"}) {
+    if (auto r = router.Add(method, "/health", RouteEntry{"", "/health", health, Access::kPublic}); !r) return r;
+  }
+  if (auto r = router.Add("GET", "/health/ready",
+                          RouteEntry{"", "/health/ready", [this](Request& req) { return Ready(req); },
+                                     Access::kOptional});
+      !r) {
+    return r;
+  }
+  auto metrics_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
+    co_return Response::Bytes(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8");
+  };
+  if (auto r = router.Add("GET", "/metrics",
+                          RouteEntry{"", "/metrics", metrics_handler,
+                                     options.metrics_public ? Access::kPublic : Access::kToken});
+      !r) {
+    return r;
+  }
+  for (auto& service : services) {
+    std::string prefix = options.mount_at_root ? "" : "/" + service->name();
+    for (mikcar::Route& route : service->Routes()) {
+      std::string pattern = prefix + route.pattern;
+      auto r = router.Add(route.method, pattern,
+                          RouteEntry{service->name(), pattern, std::move(route.handler), route.access});
+      if (!r) return r;
+    }
+  }
+  return {};
+}
+
+asio::awaitable<Result<Response>> Server::Impl::Ready(Request& request) {
+  bool ok;
+  std::string details;
+  {
+    std::lock_guard lock(ready_mu);
+    ok = ready_ok;
+    details = ready_details;
+  }
+  if (Clock::now() - ready_at > std::chrono::seconds(1)) {
+    ok = true;
+    details.clear();
+    for (auto& service : services) {
+      auto start = Clock::now();
+      auto result = co_await WithDeadline(service->Ready(), start + std::chrono::seconds(2));
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      bool up = result && *result;
+      ok = ok && up;
+      char latency[32];
+      std::snprintf(latency, sizeof latency, "%.3f", ms);
+      if (!details.empty()) details += ",";
+      details += JsonQuote(service->name()) + ":{\"status\":\"" + (up ? "up" : "down") +
+                 "\",\"backend\":" + JsonQuote(service->backend_name()) + ",\"latency_ms\":" + latency;
+      if (!up) {
+        details += ",\"error\":" + JsonQuote(result ? result->error().message : "readiness check timed out");
+      }
+      details += "}";
+    }
+    std::lock_guard lock(ready_mu);
+    ready_ok = ok;
+    ready_details = details;
+    ready_at = Clock::now();
+  }
+  std::string body = std::string("{\"status\":\"") + (ok ? "ready" : "unavailable") + "\"";
+  if (request.authenticated) body += ",\"services\":{" + details + "}";
+  body += "}";
+  co_return Response::Json(std::move(body), ok ? 200 : 503);
+}
+
+template <typename Acceptor>
+asio::awaitable<void> Server::Impl::AcceptLoop(Acceptor& acceptor) {
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(NextContext(), kTuple);
+    if (stopping || ec == asio::error::operation_aborted) break;
+    if (ec) {
+      // EMFILE and friends: back off instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      asio::steady_timer backoff(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+      co_await backoff.async_wait(kTuple);
+      continue;
+    }
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, Serve(std::move(socket)), asio::detached);
+  }
+}
+
+template <typename Socket>
+struct Connection final : ConnectionBase, std::enable_shared_from_this<Connection<Socket>> {
+  explicit Connection(Socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
+
+  // Cancels pending socket I/O at `deadline`; `timed_out` tells the coroutine why it failed.
+  void Arm(Clock::time_point deadline) {
+    timer.expires_at(deadline);
+    timer.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
+      if (!ec) {
+        self->timed_out = true;
+        boost::system::error_code ignored;
+        self->socket.cancel(ignored);
+      }
+    });
+  }
+  void CloseIfIdle() override {
+    asio::post(socket.get_executor(), [self = this->shared_from_this()] {
+      if (self->idle) {
+        boost::system::error_code ignored;
+        self->socket.cancel(ignored);
+      }
+    });
+  }
+
+  Socket socket;
+  asio::steady_timer timer;
+  bool timed_out = false;
+  bool idle = true;
+};
+
+template <typename Socket>
+asio::awaitable<void> Server::Impl::Serve(Socket socket) {
+  if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+    boost::system::error_code ignored;
+    socket.set_option(asio::ip::tcp::no_delay(true), ignored);
+  }
+  auto conn = std::make_shared<Connection<Socket>>(std::move(socket));
+  std::list<std::weak_ptr<ConnectionBase>>::iterator registration;
+  {
+    std::lock_guard lock(conns_mu);
+    registration = conns.insert(conns.end(), conn);
+  }
+  beast::flat_buffer buffer;
+  buffer.reserve(64 * 1024);  // Beast reads 512 bytes per syscall into a smaller buffer
+
+  auto send = [&](Response response, bool keep_alive, unsigned version,
+                  const Request* request) -> asio::awaitable<bool> {
+    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
+    Finish(request ? *request : Request{}, response, false, out);
+    out.keep_alive(keep_alive);
+    conn->Arm(Clock::now() + options.timeout);
+    auto [ec, n] = co_await bhttp::async_write(conn->socket, out, kTuple);
+    co_return !ec;
+  };
+
+  while (!stopping) {
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(64 * 1024);
+    parser.body_limit(options.max_body);
+    conn->idle = buffer.size() == 0;
+    conn->timed_out = false;
+    const auto request_start = Clock::now();
+    const auto deadline = request_start + options.timeout;
+    conn->Arm(deadline);
+    auto [ec, n] = co_await bhttp::async_read_header(conn->socket, buffer, parser, kTuple);
+    conn->idle = false;
+    if (ec) {
+      bool got_bytes = parser.got_some();
+      if (ec == bhttp::error::end_of_stream || !got_bytes || stopping) break;
+      if (conn->timed_out) {
+        co_await send(ErrorResponse(Error{ErrorCode::kTimeout,
+                                          "request headers not received within the " +
+                                              std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}}),
+                      false, 11, nullptr);
+      } else if (ec == bhttp::error::header_limit) {
+        co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}}),
+                      false, 11, nullptr);
+      } else {
+        co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request: " + ec.message() +
+                                                                      "; expected an HTTP/1.1 request", {}}),
+                      false, 11, nullptr);
+      }
+      break;
+    }
+    const unsigned version = parser.get().version();
+    bool keep_alive = parser.get().keep_alive();
+    if (auto length = parser.content_length(); length && *length > options.max_body) {
+      co_await send(ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                        "request body of " + std::to_string(*length) + " bytes exceeds the " +
+                                            std::to_string(options.max_body) + "-byte limit (--max-body)", {}}),
+                    false, version, nullptr);
+      break;
+    }
+    if (!parser.is_done()) {
+      auto expect = parser.get()[bhttp::field::expect];
+      if (beast::iequals(expect, "100-continue")) {
+        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
+        auto [wec, wn] = co_await bhttp::async_write(conn->socket, cont, kTuple);
+        if (wec) break;
+      }
+      auto [bec, bn] = co_await bhttp::async_read(conn->socket, buffer, parser, kTuple);
+      if (bec) {
+        if (conn->timed_out) {
+          co_await send(ErrorResponse(Error{ErrorCode::kTimeout,
+                                            "request body not received within the " +
+                                                std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}}),
+                        false, version, nullptr);
+        } else if (bec == bhttp::error::body_limit) {
+          co_await send(ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                            "request body exceeds the " + std::to_string(options.max_body) +
+                                                "-byte limit (--max-body)", {}}),
+                        false, version, nullptr);
+        } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
+          co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}}),
+                        false, version, nullptr);
+        }
+        break;
+      }
+    }
+    conn->timer.cancel();
+
+    // The message moves to the heap so a handler that outlives its deadline still owns it.
+    auto message = std::make_shared<bhttp::request<bhttp::string_body>>(parser.release());
+    auto request = std::make_shared<Request>();
+    request->method = std::string(message->method_string());
+    std::string_view target = message->target();
+    size_t q = target.find('?');
+    request->path = std::string(target.substr(0, q));
+    if (q != std::string_view::npos) request->query = std::string(target.substr(q + 1));
+    request->headers.reserve(16);
+    for (const auto& field : *message) {
+      request->headers.emplace_back(std::string_view(field.name_string()), std::string_view(field.value()));
+    }
+    request->body = std::move(message->body());
+    request->trace_id = ResolveTraceId(Trim(request->header("x-trace-id")), Trim(request->header("traceparent")));
+    request->deadline = deadline;
+    const bool head = request->method == "HEAD";
+    const uint64_t bytes_in = request->body.size();
+
+    metrics.Started();
+    std::string_view service = "", route = "unmatched";
+    Response response;
+    if (target.empty() || target.front() != '/') {
+      response = ErrorResponse(Error{ErrorCode::kBadRequest, "request target must be an absolute path such as /kv/get/key", {}});
+      keep_alive = false;
+    } else if (Routed routed = Route(*request); routed.entry == nullptr) {
+      response = std::move(routed.response);
+    } else {
+      service = routed.entry->service;
+      route = routed.entry->pattern;
+      // The coroutine owns the request and its message, so a handler that outlives its
+      // deadline still has valid data.
+      auto call = [](const Handler* handler, std::shared_ptr<Request> req,
+                     std::shared_ptr<void> keep) -> asio::awaitable<Result<Response>> {
+        (void)keep;
+        co_return co_await (*handler)(*req);
+      };
+      auto result = co_await WithDeadline(call(&routed.entry->handler, request, message), deadline);
+      if (!result) {
+        response = ErrorResponse(Error{ErrorCode::kTimeout, "request not handled within the " +
+                                                                std::to_string(options.timeout.count()) +
+                                                                " ms deadline (--timeout)", {}});
+        keep_alive = false;
+      } else if (!*result) {
+        response = ErrorResponse(result->error());
+      } else {
+        response = std::move(**result);
+      }
+    }
+    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
+    Finish(*request, response, head, out);
+    const uint64_t bytes_out = response.body.size();
+    out.keep_alive(keep_alive && !stopping);
+    const int status = response.status;
+    std::chrono::duration<double> elapsed = Clock::now() - request_start;
+    metrics.Finished(service, route, request->method, status, elapsed.count(), bytes_in, bytes_out);
+    spdlog::debug("{} {} {} {:.3f}ms trace={}", request->method, request->path, status, elapsed.count() * 1e3,
+                  request->trace_id);
+    conn->Arm(Clock::now() + options.timeout);
+    auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
+    conn->timer.cancel();
+    if (wec || !out.keep_alive()) break;
+  }
+  conn->timer.cancel();
+  boost::system::error_code ignored;
+  if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+    conn->socket.shutdown(asio::socket_base::shutdown_send, ignored);
+  }
+  conn->socket.close(ignored);
+  {
+    std::lock_guard lock(conns_mu);
+    conns.erase(registration);
+  }
+  conns_cv.notify_all();
+}
+
+Server::Impl::Routed Server::Impl::Route(Request& request) const {
+  // CORS preflight is answered before auth: browsers never send credentials on it.
+  if (!options.cors_origins.empty() && request.method == "OPTIONS" &&
+      !request.header("access-control-request-method").empty()) {
+    Response preflight = Response::Empty(204);
+    preflight.headers.emplace_back("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+    preflight.headers.emplace_back("Access-Control-Allow-Headers",
+                                   "Authorization, Content-Type, If-Match, If-None-Match, Range, x-trace-id, traceparent");
+    preflight.headers.emplace_back("Access-Control-Max-Age", "600");
+    return {nullptr, std::move(preflight)};
+  }
+  std::string allow;
+  auto match = router.Match(request.method, request.path, &allow);
+  auto token = auth.Check(request.header("authorization"));
+  if (!match) {
+    // Unknown routes need the token too, so a probe cannot map the API without it.
+    if (!token) return {nullptr, ErrorResponse(token.error())};
+    Response response = ErrorResponse(match.error());
+    if (match.error().code == ErrorCode::kMethodNotAllowed) response.headers.emplace_back("Allow", allow);
+    return {nullptr, std::move(response)};
+  }
+  const RouteEntry& entry = *match->route;
+  if (!token && entry.access == Access::kToken) return {nullptr, ErrorResponse(token.error())};
+  request.authenticated = token.has_value();
+  request.params = std::move(match->params);
+  return {&entry, {}};
+}
+
+// Common headers, compression and CORS for every response.
+void Server::Impl::Finish(const Request& request, Response& response, bool head,
+                          bhttp::response<bhttp::string_body>& out) const {
+  if (!response.content_type.empty()) out.set(bhttp::field::content_type, response.content_type);
+  if (!request.trace_id.empty()) out.set("x-trace-id", request.trace_id);
+  bool has_range = false;
+  for (auto& [name, value] : response.headers) {
+    if (beast::iequals(name, "content-range")) has_range = true;
+    out.insert(name, value);
+  }
+  if (!options.cors_origins.empty()) {
+    std::string_view origin = request.header("origin");
+    if (!origin.empty()) {
+      bool any = options.cors_origins.size() == 1 && options.cors_origins[0] == "*";
+      bool listed = any;
+      for (const auto& o : options.cors_origins) listed = listed || o == origin;
+      if (listed) {
+        out.set(bhttp::field::access_control_allow_origin, any ? std::string_view("*") : origin);
+        out.set(bhttp::field::access_control_expose_headers, "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified");
+        if (!any) out.set(bhttp::field::vary, "Origin");
+      }
+    }
+  }
+  if (options.compression && !has_range && response.body.size() >= kMinCompressBytes &&
+      IsCompressible(response.content_type) && AcceptsGzip(request.header("accept-encoding"))) {
+    if (auto gz = Gzip(response.body)) {
+      response.body = std::move(*gz);
+      out.set(bhttp::field::content_encoding, "gzip");
+      out.set(bhttp::field::vary, "Accept-Encoding");
+    }
+  }
+  if (head) {
+    out.content_length(response.body.size());
+    response.body.clear();
+  } else {
+    out.body() = std::move(response.body);
+    out.prepare_payload();
+  }
+}
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Stop(); }
+
+Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, std::vector<std::unique_ptr<Sidecar>> services) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  impl->services = std::move(services);
+  impl->auth = TokenAuth(impl->options.auth_token);
+  if (auto r = impl->AddRoutes(); !r) return Fail(r.error());
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Result<void> Server::Start() {
+  Impl& s = *impl_;
+  const auto& o = s.options;
+  if (!o.tcp && o.unix_socket.empty()) {
+    return Fail(ErrorCode::kBadRequest, "no listener: --no-tcp needs --unix-socket PATH");
+  }
+  if (o.tcp && o.auth_token.empty() && !o.no_auth && !IsLoopback(o.host)) {
+    return Fail(ErrorCode::kBadRequest, "HOST=" + o.host +
+                                            " is not a loopback address and no token is set; expected "
+                                            "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
+  }
+  unsigned threads = o.io_threads ? o.io_threads : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < threads; ++i) {
+    s.contexts.push_back(std::make_unique<asio::io_context>(1));
+    s.guards.push_back(asio::make_work_guard(*s.contexts.back()));
+  }
+  asio::io_context& accept_ctx = *s.contexts[0];
+  boost::system::error_code ec;
+  if (o.tcp) {
+    auto addr = asio::ip::make_address(o.host == "localhost" ? "127.0.0.1" : o.host, ec);
+    if (ec) return Fail(ErrorCode::kBadRequest, "HOST: expected an IP address such as 127.0.0.1 or ::; got '" + o.host + "'");
+    asio::ip::tcp::endpoint endpoint(addr, o.port);
+    auto& acc = s.tcp_acceptor.emplace(accept_ctx);
+    acc.open(endpoint.protocol(), ec);
+    if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acc.bind(endpoint, ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Fail(ErrorCode::kUnavailable, "PORT: cannot listen on " + o.host + ":" + std::to_string(o.port) + ": " + ec.message());
+    }
+    s.bound_port = acc.local_endpoint().port();
+  }
+  if (!o.unix_socket.empty()) {
+    ::unlink(o.unix_socket.c_str());
+    asio::local::stream_protocol::endpoint endpoint(o.unix_socket);
+    auto& acc = s.unix_acceptor.emplace(accept_ctx);
+    acc.open(endpoint.protocol(), ec);
+    if (!ec) acc.bind(endpoint, ec);
+    if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Fail(ErrorCode::kUnavailable, "MIKCAR_UNIX_SOCKET: cannot listen on " + o.unix_socket + ": " + ec.message());
+    }
+    ::chmod(o.unix_socket.c_str(), 0660);
+  }
+  if (s.tcp_acceptor) asio::co_spawn(accept_ctx, s.AcceptLoop(*s.tcp_acceptor), asio::detached);
+  if (s.unix_acceptor) asio::co_spawn(accept_ctx, s.AcceptLoop(*s.unix_acceptor), asio::detached);
+  for (auto& ctx : s.contexts) {
+    s.threads.emplace_back([ctx = ctx.get()] { ctx->run(); });
+  }
+  return {};
+}
+
+uint16_t Server::port() const { return impl_->bound_port; }
+
+void Server::Stop() {
+  Impl& s = *impl_;
+  std::lock_guard stop_lock(s.stop_mu);
+  if (s.stopped) return;
+  s.stopped = true;
+  s.stopping = true;
+  if (!s.contexts.empty()) {
+    asio::post(*s.contexts[0], [&s] {
+      boost::system::error_code ignored;
+      if (s.tcp_acceptor) s.tcp_acceptor->close(ignored);
+      if (s.unix_acceptor) s.unix_acceptor->close(ignored);
+    });
+    {
+      std::unique_lock lock(s.conns_mu);
+      for (auto& weak : s.conns) {
+        if (auto conn = weak.lock()) conn->CloseIfIdle();
+      }
+      s.conns_cv.wait_for(lock, s.options.shutdown_grace, [&s] { return s.conns.empty(); });
+      if (!s.conns.empty()) spdlog::warn("shutdown: {} connection(s) still busy after the grace period", s.conns.size());
+    }
+  }
+  for (auto& service : s.services) service->Shutdown();
+  s.guards.clear();
+  for (auto& ctx : s.contexts) ctx->stop();
+  for (auto& t : s.threads) t.join();
+  s.threads.clear();
+  if (!s.options.unix_socket.empty() && s.unix_acceptor) ::unlink(s.options.unix_socket.c_str());
+}
+
+void Server::WaitForSignal() {
+  asio::io_context signals_ctx(1);
+  asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  signals.async_wait([](boost::system::error_code, int signal) {
+    spdlog::info("received {}, shutting down (in-flight requests get up to the grace period)",
+                 signal == SIGTERM ? "SIGTERM" : "SIGINT");
+  });
+  signals_ctx.run();
+  Stop();
+}
+
+}  // namespace mikcar::http
