@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# README command 2: install everything the tests need, build (dev preset, ccache), run the unit
+# tests, start the backend servers on loopback, run the black-box e2e suite, stop the servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh test
+cmake --preset dev >/dev/null
+cmake --build build/dev
+ctest --preset dev -j2
+
+backends=$(mktemp -d /tmp/mikcar-backends.XXXXXX)
+cleanup() { scripts/test-backends.sh stop "$backends" || true; rm -rf "$backends"; }
+trap cleanup EXIT
+eval "$(scripts/test-backends.sh start "$backends")"
+
+export MIKCAR_BIN="$PWD/build/dev/src/mikcar"
+/usr/bin/python3 -m pytest -q tests/e2e "$@"

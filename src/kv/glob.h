@@ -1,0 +1,14 @@
+// Redis-style glob patterns for /kv/keys: `*`, `?`, `[abc]`, `[a-z]`, `[^a]`, and `\` escapes,
+// anchored at both ends, matched on bytes.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace mikcar::kv {
+
+bool GlobMatch(std::string_view pattern, std::string_view text);
+// The literal bytes every match must start with (escapes resolved), used as a range-scan start.
+std::string GlobLiteralPrefix(std::string_view pattern);
+
+}  // namespace mikcar::kv

@@ -1,0 +1,28 @@
+// Rules every KV backend shares: the clock, Redis integer arithmetic, keys cursors.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mikcar/error.h"
+
+namespace mikcar::kv {
+
+// Wall-clock unix time in ms: TTLs are absolute so they survive restarts.
+int64_t NowMs();
+inline bool IsLive(int64_t expires_at_ms, int64_t now_ms) { return expires_at_ms == 0 || expires_at_ms > now_ms; }
+
+// `value` parsed as a Redis integer (optional '-', then 1–19 digits, no spaces) plus `by`.
+// NOT_AN_INTEGER, OVERFLOW.
+Result<int64_t> AddToInteger(std::optional<std::string_view> value, int64_t by);
+
+// Cursors are the hex of the last key returned, so any key bytes survive JSON and URLs.
+std::string EncodeCursor(std::string_view last_key);
+Result<std::string> DecodeCursor(std::string_view cursor);
+
+// A keys page examines at most this many keys beyond `limit`, then returns with a cursor.
+inline constexpr size_t kMaxKeysExamined = 100'000;
+
+}  // namespace mikcar::kv

@@ -1,0 +1,487 @@
+// The /kv service: parses and validates each request once, calls one KvBackend, shapes the
+// response (SPEC §3). Knows nothing about HTTP parsing or concrete backends.
+#include <charconv>
+#include <list>
+#include <mutex>
+#include <unordered_map>
+
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include "common/base64.h"
+#include "common/json.h"
+#include "kv/kv_rules.h"
+#include "kv/register.h"
+#include "mikcar/kv/kv.h"
+
+namespace mikcar {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using kv::KvBackend;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxKeyBytes = 1024;
+constexpr size_t kDefaultKeysLimit = 1000;
+constexpr size_t kMaxKeysLimit = 10000;
+constexpr size_t kMaxBatchKeys = 10000;
+constexpr auto kWatchPoll = std::chrono::milliseconds(250);
+constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
+
+Result<void> ValidateKey(std::string_view key) {
+  if (key.empty()) return Fail(ErrorCode::kBadRequest, "key must not be empty; expected 1-1024 bytes of UTF-8");
+  if (key.size() > kMaxKeyBytes) {
+    return Fail(ErrorCode::kBadRequest,
+                "key is " + std::to_string(key.size()) + " bytes; expected 1-1024 bytes of UTF-8");
+  }
+  if (!IsValidUtf8(key)) return Fail(ErrorCode::kBadRequest, "key is not valid UTF-8; expected 1-1024 bytes of UTF-8");
+  return {};
+}
+
+// An integer query parameter; nullopt if absent.
+Result<std::optional<int64_t>> IntParam(const Request& request, std::string_view name, std::string_view expected) {
+  auto raw = request.query_param(name);
+  if (!raw) return std::optional<int64_t>();
+  int64_t value = 0;
+  auto [ptr, ec] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
+  if (raw->empty() || ec != std::errc() || ptr != raw->data() + raw->size()) {
+    return Fail(ErrorCode::kBadRequest, std::string(name) + ": expected " + std::string(expected) + "; got '" + *raw + "'");
+  }
+  return std::optional<int64_t>(value);
+}
+
+bool FlagParam(const Request& request, std::string_view name) {
+  auto v = request.query_param(name);
+  return v && (*v == "1" || *v == "true" || v->empty());
+}
+
+// The TTL of ?ttl=<seconds>: 0 when absent; 0 or negative → 400.
+Result<int64_t> TtlParam(const Request& request) {
+  auto ttl = IntParam(request, "ttl", "a positive number of seconds");
+  if (!ttl) return Fail(ttl.error());
+  if (!*ttl) return int64_t{0};
+  if (**ttl <= 0 || **ttl > 100LL * 365 * 24 * 3600) {
+    return Fail(ErrorCode::kBadRequest, "ttl: expected a positive number of seconds; got " + std::to_string(**ttl));
+  }
+  return **ttl * 1000;
+}
+
+// `If-Match: "<version>"` (or a bare number; `*` means any existing key → version check skipped
+// and handled as XX by the caller).
+Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
+  std::string_view v = request.header("if-match");
+  any = false;
+  if (v.empty()) return std::optional<uint64_t>();
+  if (v == "*") {
+    any = true;
+    return std::optional<uint64_t>();
+  }
+  if (v.starts_with("W/")) v.remove_prefix(2);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  uint64_t version = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
+  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size()) {
+    return Fail(ErrorCode::kBadRequest, "If-Match: expected an ETag returned by mikcar, e.g. \"42\"");
+  }
+  return std::optional<uint64_t>(version);
+}
+
+std::string ETag(uint64_t version) { return "\"" + std::to_string(version) + "\""; }
+
+std::string ValueJson(const std::string& value) {
+  if (IsValidUtf8(value)) return JsonQuote(value);
+  return "{\"base64\":\"" + Base64Encode(value) + "\"}";
+}
+
+Result<std::vector<std::string>> KeysArray(const Request& request, std::string_view expected) {
+  auto body = ParseJsonBody(request, expected);
+  if (!body) return Fail(body.error());
+  const json::object* obj = body->if_object();
+  if (!obj) return Fail(WrongShape(expected, "not an object"));
+  auto it = obj->find("keys");
+  if (it == obj->end()) return Fail(WrongShape(expected, "missing field keys"));
+  const json::array* arr = it->value().if_array();
+  if (!arr) return Fail(WrongShape(expected, "keys is not an array"));
+  if (arr->size() > kMaxBatchKeys) {
+    return Fail(ErrorCode::kPayloadTooLarge, "keys has " + std::to_string(arr->size()) + " entries; at most " +
+                                                 std::to_string(kMaxBatchKeys) + " per batch");
+  }
+  std::vector<std::string> keys;
+  keys.reserve(arr->size());
+  for (const auto& k : *arr) {
+    const json::string* s = k.if_string();
+    if (!s) return Fail(WrongShape(expected, "keys contains a non-string"));
+    if (auto ok = ValidateKey(*s); !ok) return Fail(ok.error());
+    keys.emplace_back(s->data(), s->size());
+  }
+  return keys;
+}
+
+// Wakes long-polling watchers when this process writes a key. Writers elsewhere (another sidecar
+// on the same Redis) are seen by the watchers' periodic re-check.
+class WatchHub {
+ public:
+  // Lives on one executor; shared so a wake-up posted just before the watcher ends stays valid.
+  struct Waiter {
+    explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
+    asio::steady_timer timer;
+    bool notified = false;
+  };
+  using Handle = std::list<std::pair<std::string, std::shared_ptr<Waiter>>>::iterator;
+
+  Handle Add(std::string key, std::shared_ptr<Waiter> waiter) {
+    std::lock_guard lock(mu_);
+    return waiters_.emplace(waiters_.end(), std::move(key), std::move(waiter));
+  }
+  void Remove(Handle h) {
+    std::lock_guard lock(mu_);
+    waiters_.erase(h);
+  }
+  void Notify(std::string_view key) {
+    std::lock_guard lock(mu_);
+    for (auto& [k, w] : waiters_) {
+      if (k != key) continue;
+      asio::post(w->timer.get_executor(), [w = w] {
+        w->notified = true;
+        w->timer.cancel();
+      });
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::list<std::pair<std::string, std::shared_ptr<Waiter>>> waiters_;
+};
+
+class KvSidecar final : public Sidecar {
+ public:
+  explicit KvSidecar(std::unique_ptr<KvBackend> backend) : backend_(std::move(backend)) {}
+
+  std::string name() const override { return "kv"; }
+  std::string backend_name() const override { return backend_->name(); }
+  asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ping(); }
+  void Shutdown() override { backend_->Close(); }
+
+  std::vector<Route> Routes() override {
+    auto bind = [this](auto method) {
+      return [this, method](Request& r) -> asio::awaitable<Result<Response>> { return (this->*method)(r); };
+    };
+    return {
+        {"GET", "/get/{key}", bind(&KvSidecar::Get)},
+        {"POST", "/get/batch", bind(&KvSidecar::GetBatch)},
+        {"POST", "/set/{key}", bind(&KvSidecar::Set)},
+        {"POST", "/set/batch", bind(&KvSidecar::SetBatch)},
+        {"DELETE", "/del/{key}", bind(&KvSidecar::Delete)},
+        {"POST", "/del/batch", bind(&KvSidecar::DeleteBatch)},
+        {"GET", "/keys/{pattern}", bind(&KvSidecar::Keys)},
+        {"POST", "/increment/{key}", bind(&KvSidecar::Increment)},
+        {"GET", "/exists/{key}", bind(&KvSidecar::Exists)},
+        {"GET", "/ttl/{key}", bind(&KvSidecar::Ttl)},
+        {"POST", "/expire/{key}", bind(&KvSidecar::Expire)},
+        {"POST", "/persist/{key}", bind(&KvSidecar::Persist)},
+        {"GET", "/watch/{key}", bind(&KvSidecar::Watch)},
+    };
+  }
+
+ private:
+  asio::awaitable<Result<Response>> Get(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto entry = co_await backend_->Get(key);
+    if (!entry) co_return Fail(entry.error());
+    co_return ValueResponse(request, std::move(*entry));
+  }
+
+  static Response ValueResponse(const Request& request, kv::Entry entry) {
+    std::string etag = ETag(entry.version);
+    std::string_view inm = request.header("if-none-match");
+    if (!inm.empty() && (inm == etag || inm == "*" || inm == std::to_string(entry.version))) {
+      Response r = Response::Empty(304);
+      r.headers.emplace_back("ETag", etag);
+      return r;
+    }
+    Response r = Response::Bytes(std::move(entry.value), entry.content_type.empty() ? "text/plain; charset=utf-8"
+                                                                                     : std::move(entry.content_type));
+    r.headers.emplace_back("ETag", std::move(etag));
+    return r;
+  }
+
+  asio::awaitable<Result<Response>> GetBatch(Request& request) {
+    auto keys = KeysArray(request, R"({"keys": [string]})");
+    if (!keys) co_return Fail(keys.error());
+    auto values = co_await backend_->GetMany(*keys);
+    if (!values) co_return Fail(values.error());
+    std::string body = "{";
+    std::unordered_map<std::string_view, bool> seen;
+    for (size_t i = 0; i < keys->size(); ++i) {
+      if (!seen.emplace((*keys)[i], true).second) continue;
+      if (body.size() > 1) body += ",";
+      body += JsonQuote((*keys)[i]) + ":" + ((*values)[i] ? ValueJson((*values)[i]->value) : "null");
+    }
+    body += "}";
+    co_return Response::Json(std::move(body));
+  }
+
+  asio::awaitable<Result<Response>> Set(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto ttl = TtlParam(request);
+    if (!ttl) co_return Fail(ttl.error());
+    kv::SetOptions options;
+    options.ttl_ms = *ttl;
+    options.keep_ttl = FlagParam(request, "keepttl");
+    options.only_if_absent = FlagParam(request, "nx");
+    options.only_if_present = FlagParam(request, "xx");
+    if (options.only_if_absent && options.only_if_present) {
+      co_return Fail(ErrorCode::kBadRequest, "nx and xx exclude each other; expected at most one");
+    }
+    if (options.keep_ttl && options.ttl_ms > 0) {
+      co_return Fail(ErrorCode::kBadRequest, "keepttl and ttl exclude each other; expected at most one");
+    }
+    bool any = false;
+    auto if_match = IfMatch(request, any);
+    if (!if_match) co_return Fail(if_match.error());
+    options.if_version = *if_match;
+    if (any) options.only_if_present = true;
+    options.content_type = std::string(request.header("content-type"));
+    auto version = co_await backend_->Set(key, std::move(request.body), std::move(options));
+    if (!version) co_return Fail(version.error());
+    watch_.Notify(key);
+    Response r = Response::Json("{\"key\":" + JsonQuote(key) + ",\"status\":\"ok\"}");
+    r.headers.emplace_back("ETag", ETag(*version));
+    co_return r;
+  }
+
+  asio::awaitable<Result<Response>> SetBatch(Request& request) {
+    constexpr std::string_view kExpected = R"({"<key>": "<string value>", ...})";
+    auto ttl = TtlParam(request);
+    if (!ttl) co_return Fail(ttl.error());
+    auto body = ParseJsonBody(request, kExpected);
+    if (!body) co_return Fail(body.error());
+    const json::object* obj = body->if_object();
+    if (!obj) co_return Fail(WrongShape(kExpected, "not an object"));
+    if (obj->size() > kMaxBatchKeys) {
+      co_return Fail(ErrorCode::kPayloadTooLarge, "batch has " + std::to_string(obj->size()) + " keys; at most " +
+                                                      std::to_string(kMaxBatchKeys));
+    }
+    std::vector<std::pair<std::string, std::string>> items;
+    items.reserve(obj->size());
+    for (const auto& kv : *obj) {
+      std::string key(kv.key());
+      if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+      const json::string* s = kv.value().if_string();
+      if (!s) co_return Fail(WrongShape(kExpected, "value of " + JsonQuote(key) + " is not a string"));
+      items.emplace_back(std::move(key), std::string(s->data(), s->size()));
+    }
+    size_t count = items.size();
+    std::vector<std::string> keys;
+    for (const auto& item : items) keys.push_back(item.first);
+    auto done = co_await backend_->SetMany(std::move(items), *ttl);
+    if (!done) co_return Fail(done.error());
+    for (const auto& key : keys) watch_.Notify(key);
+    co_return Response::Json("{\"count\":" + std::to_string(count) + ",\"status\":\"ok\"}");
+  }
+
+  asio::awaitable<Result<Response>> Delete(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    bool any = false;
+    auto if_match = IfMatch(request, any);
+    if (!if_match) co_return Fail(if_match.error());
+    if (any) {  // If-Match: * → only when the key exists
+      auto version = co_await backend_->Version(key);
+      if (!version) co_return Fail(version.error());
+      if (*version == 0) co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (If-Match: *)");
+    }
+    auto deleted = co_await backend_->Delete(key, *if_match);
+    if (!deleted) co_return Fail(deleted.error());
+    if (*deleted) watch_.Notify(key);
+    co_return Response::Json(std::string("{\"deleted\":") + (*deleted ? "1" : "0") + ",\"status\":\"ok\"}");
+  }
+
+  asio::awaitable<Result<Response>> DeleteBatch(Request& request) {
+    auto keys = KeysArray(request, R"({"keys": [string]})");
+    if (!keys) co_return Fail(keys.error());
+    auto deleted = co_await backend_->DeleteMany(*keys);
+    if (!deleted) co_return Fail(deleted.error());
+    for (const auto& key : *keys) watch_.Notify(key);
+    co_return Response::Json("{\"deleted\":" + std::to_string(*deleted) + ",\"status\":\"ok\"}");
+  }
+
+  asio::awaitable<Result<Response>> Keys(Request& request) {
+    std::string pattern(request.param("pattern"));
+    if (pattern.empty() || pattern.size() > kMaxKeyBytes) {
+      co_return Fail(ErrorCode::kBadRequest, "pattern: expected a glob of 1-1024 bytes, e.g. user:*");
+    }
+    auto limit = IntParam(request, "limit", "a number 1-10000");
+    if (!limit) co_return Fail(limit.error());
+    int64_t n = limit->value_or(kDefaultKeysLimit);
+    if (n <= 0) co_return Fail(ErrorCode::kBadRequest, "limit: expected a number 1-10000");
+    std::string cursor;
+    if (auto c = request.query_param("cursor"); c && !c->empty()) {
+      auto decoded = kv::DecodeCursor(*c);
+      if (!decoded) co_return Fail(decoded.error());
+      cursor = std::move(*decoded);
+    }
+    auto page = co_await backend_->Keys(pattern, cursor, std::min<size_t>(n, kMaxKeysLimit));
+    if (!page) co_return Fail(page.error());
+    std::string body = "{\"keys\":[";
+    for (size_t i = 0; i < page->keys.size(); ++i) {
+      if (i) body += ",";
+      body += JsonQuote(page->keys[i]);
+    }
+    body += "],\"cursor\":" + (page->cursor ? JsonQuote(*page->cursor) : "null") + "}";
+    co_return Response::Json(std::move(body));
+  }
+
+  asio::awaitable<Result<Response>> Increment(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto by = IntParam(request, "by", "a 64-bit integer");
+    if (!by) co_return Fail(by.error());
+    auto value = co_await backend_->Increment(key, by->value_or(1));
+    if (!value) co_return Fail(value.error());
+    watch_.Notify(key);
+    co_return Response::Json("{\"value\":" + std::to_string(*value) + "}");
+  }
+
+  asio::awaitable<Result<Response>> Exists(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto version = co_await backend_->Version(key);
+    if (!version) co_return Fail(version.error());
+    co_return Response::Json(*version ? R"({"exists":true})" : R"({"exists":false})");
+  }
+
+  asio::awaitable<Result<Response>> Ttl(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto expires = co_await backend_->ExpiresAt(key);
+    if (!expires) co_return Fail(expires.error());
+    int64_t ttl = -2;
+    if (*expires) {
+      if (**expires == 0) {
+        ttl = -1;
+      } else {
+        int64_t left = **expires - kv::NowMs();
+        ttl = left <= 0 ? -2 : (left + 999) / 1000;  // whole seconds, rounding up
+      }
+    }
+    co_return Response::Json("{\"ttl\":" + std::to_string(ttl) + "}");
+  }
+
+  asio::awaitable<Result<Response>> Expire(Request& request) {
+    constexpr std::string_view kExpected = R"({"seconds": integer})";
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto body = ParseJsonBody(request, kExpected);
+    if (!body) co_return Fail(body.error());
+    const json::object* obj = body->if_object();
+    if (!obj) co_return Fail(WrongShape(kExpected, "not an object"));
+    auto it = obj->find("seconds");
+    if (it == obj->end()) co_return Fail(WrongShape(kExpected, "missing field seconds"));
+    if (!it->value().is_int64() && !it->value().is_uint64()) {
+      co_return Fail(WrongShape(kExpected, "seconds is not an integer"));
+    }
+    int64_t seconds = it->value().is_int64() ? it->value().get_int64() : INT64_MAX;
+    if (seconds > 100LL * 365 * 24 * 3600) {
+      co_return Fail(ErrorCode::kBadRequest, "seconds: expected at most 100 years");
+    }
+    auto found = co_await backend_->Expire(key, seconds * 1000);
+    if (!found) co_return Fail(found.error());
+    if (*found) watch_.Notify(key);
+    co_return Response::Json(*found ? R"({"status":"ok"})" : R"({"status":"key_not_found"})");
+  }
+
+  asio::awaitable<Result<Response>> Persist(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto found = co_await backend_->Persist(key);
+    if (!found) co_return Fail(found.error());
+    if (*found) watch_.Notify(key);
+    co_return Response::Json(*found ? R"({"status":"ok"})" : R"({"status":"key_not_found"})");
+  }
+
+  // Long-poll until the key's version differs from ?version= (0 = absent), answering before
+  // the request deadline: 200 with the value, or 304 when nothing changed.
+  asio::awaitable<Result<Response>> Watch(Request& request) {
+    std::string key(request.param("key"));
+    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    uint64_t known = 0;
+    if (auto v = request.query_param("version"); v && !v->empty()) {
+      std::string_view text = *v;
+      if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
+      auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), known);
+      if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+        co_return Fail(ErrorCode::kBadRequest, "version: expected a version from an ETag, e.g. 42");
+      }
+    }
+    auto timeout = IntParam(request, "timeout", "a number of seconds 0-3600");
+    if (!timeout) co_return Fail(timeout.error());
+    int64_t seconds = timeout->value_or(30);
+    if (seconds < 0 || seconds > 3600) co_return Fail(ErrorCode::kBadRequest, "timeout: expected a number of seconds 0-3600");
+    auto until = std::min(Clock::now() + std::chrono::seconds(seconds), request.deadline - kDeadlineMargin);
+
+    auto waiter = std::make_shared<WatchHub::Waiter>(co_await asio::this_coro::executor);
+    auto handle = watch_.Add(key, waiter);
+    struct Unregister {
+      WatchHub& hub;
+      WatchHub::Handle handle;
+      ~Unregister() { hub.Remove(handle); }
+    } unregister{watch_, handle};
+    for (;;) {
+      waiter->notified = false;
+      auto version = co_await backend_->Version(key);
+      if (!version) co_return Fail(version.error());
+      if (*version != known) {
+        if (*version == 0) co_return Fail(ErrorCode::kNotFound, "key not found (deleted or expired while watched)");
+        auto entry = co_await backend_->Get(key);
+        if (!entry) {
+          if (entry.error().code == ErrorCode::kNotFound) continue;
+          co_return Fail(entry.error());
+        }
+        co_return ValueResponse(Request{}, std::move(*entry));
+      }
+      auto now = Clock::now();
+      if (now >= until) {
+        Response r = Response::Empty(304);
+        r.headers.emplace_back("ETag", ETag(known));
+        co_return r;
+      }
+      if (waiter->notified) continue;  // written while we were reading the version
+      waiter->timer.expires_at(std::min(until, now + kWatchPoll));
+      co_await waiter->timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
+  }
+
+  std::unique_ptr<KvBackend> backend_;
+  WatchHub watch_;
+};
+
+}  // namespace
+
+BackendRegistry<kv::KvBackend>& KvService::Registry() {
+  static BackendRegistry<kv::KvBackend>* registry = [] {
+    auto* r = new BackendRegistry<kv::KvBackend>();
+    kv::RegisterBuiltinBackends(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+Result<std::unique_ptr<Sidecar>> KvService::FromUrl(std::string_view url) {
+  auto backend = Registry().Create(url);
+  if (!backend) return Fail(backend.error());
+  return FromBackend(std::move(*backend));
+}
+
+std::unique_ptr<Sidecar> KvService::FromBackend(std::unique_ptr<kv::KvBackend> backend) {
+  return std::make_unique<KvSidecar>(std::move(backend));
+}
+
+}  // namespace mikcar
