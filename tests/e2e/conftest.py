@@ -1,0 +1,113 @@
+"""Black-box fixtures: start the built mikcar binary on a free port and talk HTTP to it.
+
+MIKCAR_BIN names the binary (scripts/test.sh sets it). Backend URLs of real servers started by
+scripts/test-backends.sh arrive as MIKCAR_TEST_*_URL variables.
+"""
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+BIN = os.environ.get("MIKCAR_BIN", os.path.join(os.path.dirname(__file__), "../../build/dev/src/mikcar"))
+TOKEN = "test-token"
+
+
+class Mikcar:
+    """A running mikcar process."""
+
+    def __init__(self, args, env=None, token=TOKEN, data_dir=None):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="mikcar-e2e-")
+        self.token = token
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.endswith("_URL") and k not in ("SIDECAR_TOKEN", "AUTH_TOKEN", "PORT", "HOST")}
+        full_env.update({"MIKCAR_DATA_DIR": self.data_dir})
+        full_env.update(env or {})
+        cmd = [BIN, "--port", "0"] + list(args)
+        if token:
+            cmd += ["--auth-token", token]
+        self.log_path = os.path.join(self.data_dir, "mikcar.log")
+        self.log = open(self.log_path, "w+")
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.port = None
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mikcar exited with {self.proc.returncode}: {self.output()}")
+            m = re.search(r"listening on [^\s]*:(\d+)", self.output())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.01)
+        if self.port is None:
+            self.stop()
+            raise RuntimeError("mikcar did not print its port: " + self.output())
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def output(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def url(self, path):
+        return self.base + path
+
+    def get(self, path, **kw):
+        return self.session.get(self.url(path), **kw)
+
+    def post(self, path, **kw):
+        return self.session.post(self.url(path), **kw)
+
+    def put(self, path, **kw):
+        return self.session.put(self.url(path), **kw)
+
+    def delete(self, path, **kw):
+        return self.session.delete(self.url(path), **kw)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_mikcar():
+    """Factory: start_mikcar(["--kv"], env={...}) → Mikcar; stopped at teardown."""
+    started = []
+
+    def start(args, **kw):
+        m = Mikcar(args, **kw)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def mikcar(start_mikcar):
+    """mikcar --kv on memory:// with the test token."""
+    return start_mikcar(["--kv"], env={"KV_URL": "memory://"})
+
+
+def assert_envelope(resp, status, code):
+    """The SPEC §2.2 error envelope."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["status"] == status and body["code"] == code, body
+    assert isinstance(body["error"], str) and body["error"]
+    return body
