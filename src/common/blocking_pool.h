@@ -10,7 +10,7 @@
 #include <memory>
 #include <type_traits>
 
-#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
@@ -34,18 +34,20 @@ class BlockingPool {
       queued_.fetch_sub(1, std::memory_order_relaxed);
       co_return Fail(ErrorCode::kUnavailable, "server busy: the blocking worker pool queue is full");
     }
+    // A named local, not a temporary of the co_await expression: GCC 12 destroys capturing
+    // lambda temporaries of co_await expressions twice.
+    auto initiation = [this, fn = std::move(fn)](auto handler) mutable {
+      boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
+      boost::asio::post(pool_, [this, ex, fn = std::move(fn), handler = std::move(handler)]() mutable {
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+        R result = fn();
+        boost::asio::post(ex, [handler = std::move(handler), result = std::move(result)]() mutable {
+          std::move(handler)(std::move(result));
+        });
+      });
+    };
     co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(R)>(
-        [this, &fn](auto handler) {
-          boost::asio::post(pool_, [this, fn = std::move(fn), handler = std::move(handler)]() mutable {
-            queued_.fetch_sub(1, std::memory_order_relaxed);
-            R result = fn();
-            auto ex = boost::asio::get_associated_executor(handler);
-            boost::asio::post(ex, [handler = std::move(handler), result = std::move(result)]() mutable {
-              std::move(handler)(std::move(result));
-            });
-          });
-        },
-        boost::asio::use_awaitable);
+        std::move(initiation), boost::asio::use_awaitable);
   }
 
   void Stop() { pool_.join(); }

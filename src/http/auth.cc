@@ -18,6 +18,12 @@ Result<void> TokenAuth::Check(std::string_view authorization) const {
     return Fail(ErrorCode::kUnauthorized, "missing Authorization header; expected 'Authorization: Bearer <token>'");
   }
   constexpr std::string_view kScheme = "Bearer ";
+  // HTTP parsers strip trailing whitespace, so "Bearer " with an empty token arrives as "Bearer".
+  if (authorization.size() == kScheme.size() - 1 &&
+      strncasecmp(authorization.data(), kScheme.data(), authorization.size()) == 0) {
+    return Fail(ErrorCode::kUnauthorized,
+                "empty bearer token; expected 'Authorization: Bearer <token>'");
+  }
   if (authorization.size() < kScheme.size() ||
       strncasecmp(authorization.data(), kScheme.data(), kScheme.size()) != 0) {
     return Fail(ErrorCode::kUnauthorized, "unsupported authorization scheme; expected 'Authorization: Bearer <token>'");

@@ -20,23 +20,30 @@ bool IEquals(std::string_view a, std::string_view b) {
 
 }  // namespace
 
+// An explicit gzip entry decides; "*" only applies when gzip is not listed (RFC 9110 §12.5.3),
+// so "*;q=0, gzip" accepts and "*, gzip;q=0" refuses.
 bool AcceptsGzip(std::string_view accept_encoding) {
+  std::optional<bool> wildcard;
   while (!accept_encoding.empty()) {
     size_t comma = accept_encoding.find(',');
     std::string_view item = accept_encoding.substr(0, comma);
     accept_encoding = comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
     size_t semi = item.find(';');
     std::string_view coding = Trim(item.substr(0, semi));
-    if (!IEquals(coding, "gzip") && !IEquals(coding, "x-gzip") && coding != "*") continue;
-    if (semi == std::string_view::npos) return true;
-    std::string_view param = Trim(item.substr(semi + 1));
-    if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
-      std::string q(param.substr(2));
-      return std::strtod(q.c_str(), nullptr) > 0;
+    bool gzip = IEquals(coding, "gzip") || IEquals(coding, "x-gzip");
+    if (!gzip && coding != "*") continue;
+    bool accepted = true;
+    if (semi != std::string_view::npos) {
+      std::string_view param = Trim(item.substr(semi + 1));
+      if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
+        std::string q(param.substr(2));
+        accepted = std::strtod(q.c_str(), nullptr) > 0;
+      }
     }
-    return true;
+    if (gzip) return accepted;
+    wildcard = accepted;
   }
-  return false;
+  return wildcard.value_or(false);
 }
 
 bool IsCompressible(std::string_view type) {

@@ -49,8 +49,12 @@ Result<void> Router::Add(std::string_view method, std::string_view pattern, Rout
       if (i + 1 != segments.size()) {
         return Fail(ErrorCode::kConflict, "{*rest} must be the last segment: " + std::string(pattern));
       }
+      std::string name(seg.substr(2, seg.size() - 3));
+      if (node->rest && node->rest_name != name) {
+        return Fail(ErrorCode::kConflict, "conflicting parameter names at " + std::string(pattern));
+      }
       if (!node->rest) node->rest = std::make_unique<Node>();
-      node->rest_name = std::string(seg.substr(2, seg.size() - 3));
+      node->rest_name = std::move(name);
       node = node->rest.get();
     } else if (IsParam(seg)) {
       std::string name(seg.substr(1, seg.size() - 2));

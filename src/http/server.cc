@@ -1,6 +1,9 @@
 #include "http/server.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -280,11 +283,14 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   beast::flat_buffer buffer;
   buffer.reserve(64 * 1024);  // Beast reads 512 bytes per syscall into a smaller buffer
 
-  auto send = [&](Response response, bool keep_alive, unsigned version,
-                  const Request* request) -> asio::awaitable<bool> {
+  // Answers sent before a request is routed (400/408/413), then the connection closes. `context`
+  // carries the trace id and, once the header is parsed, the headers CORS needs.
+  // Callers build the Response as a named local first: GCC 12 destroys temporaries of a
+  // co_await full-expression twice (a malformed request crashed the server with a double free).
+  auto send = [&](Response response, unsigned version, const Request& context) -> asio::awaitable<bool> {
     bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
-    Finish(request ? *request : Request{}, response, false, out);
-    out.keep_alive(keep_alive);
+    Finish(context, response, false, out);
+    out.keep_alive(false);
     conn->Arm(Clock::now() + options.timeout);
     auto [ec, n] = co_await bhttp::async_write(conn->socket, out, kTuple);
     co_return !ec;
@@ -304,28 +310,56 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     if (ec) {
       bool got_bytes = parser.got_some();
       if (ec == bhttp::error::end_of_stream || !got_bytes || stopping) break;
+      Request context;
+      if (ec == bhttp::error::body_limit) {  // the header is complete; its Content-Length is too big
+        for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
+      }
+      context.trace_id = ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
       if (conn->timed_out) {
-        co_await send(ErrorResponse(Error{ErrorCode::kTimeout,
+        Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
                                           "request headers not received within the " +
-                                              std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}}),
-                      false, 11, nullptr);
+                                              std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}});
+        co_await send(std::move(rejection), 11, context);
       } else if (ec == bhttp::error::header_limit) {
-        co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}}),
-                      false, 11, nullptr);
+        Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}});
+        co_await send(std::move(rejection), 11, context);
+      } else if (ec == bhttp::error::body_limit) {
+        // Beast already compares Content-Length with body_limit while it parses the header.
+        Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                                 "request Content-Length exceeds the " + std::to_string(options.max_body) +
+                                                     "-byte limit (--max-body)", {}});
+        co_await send(std::move(rejection), 11, context);
       } else {
-        co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request: " + ec.message() +
-                                                                      "; expected an HTTP/1.1 request", {}}),
-                      false, 11, nullptr);
+        Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request: " + ec.message() +
+                                                                      "; expected an HTTP/1.1 request", {}});
+        co_await send(std::move(rejection), 11, context);
       }
       break;
     }
     const unsigned version = parser.get().version();
     bool keep_alive = parser.get().keep_alive();
+    // The parsed header, for the trace id and CORS headers of an early answer.
+    Request context;
+    for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
+    auto early_trace_id = [&] {
+      return ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
+    };
     if (auto length = parser.content_length(); length && *length > options.max_body) {
-      co_await send(ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+      context.trace_id = early_trace_id();
+      Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
                                         "request body of " + std::to_string(*length) + " bytes exceeds the " +
-                                            std::to_string(options.max_body) + "-byte limit (--max-body)", {}}),
-                    false, version, nullptr);
+                                            std::to_string(options.max_body) + "-byte limit (--max-body)", {}});
+      co_await send(std::move(rejection), version, context);
+      break;
+    }
+    // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
+    // §6.3), and reading on would take the body as the next request.
+    if (auto coding = Trim(parser.get()[bhttp::field::transfer_encoding]);
+        !coding.empty() && !beast::iequals(coding, "chunked")) {
+      context.trace_id = early_trace_id();
+      Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "unsupported Transfer-Encoding '" +
+                                                                         std::string(coding) + "'; expected chunked", {}});
+      co_await send(std::move(rejection), version, context);
       break;
     }
     if (!parser.is_done()) {
@@ -337,19 +371,20 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       }
       auto [bec, bn] = co_await bhttp::async_read(conn->socket, buffer, parser, kTuple);
       if (bec) {
+        context.trace_id = early_trace_id();
         if (conn->timed_out) {
-          co_await send(ErrorResponse(Error{ErrorCode::kTimeout,
-                                            "request body not received within the " +
-                                                std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}}),
-                        false, version, nullptr);
+          Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
+                                                "request body not received within the " +
+                                                    std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}});
+          co_await send(std::move(rejection), version, context);
         } else if (bec == bhttp::error::body_limit) {
-          co_await send(ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                            "request body exceeds the " + std::to_string(options.max_body) +
-                                                "-byte limit (--max-body)", {}}),
-                        false, version, nullptr);
+          Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                                "request body exceeds the " + std::to_string(options.max_body) +
+                                                    "-byte limit (--max-body)", {}});
+          co_await send(std::move(rejection), version, context);
         } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
-          co_await send(ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}}),
-                        false, version, nullptr);
+          Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}});
+          co_await send(std::move(rejection), version, context);
         }
         break;
       }
@@ -392,7 +427,8 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
         (void)keep;
         co_return co_await (*handler)(*req);
       };
-      auto result = co_await WithDeadline(call(&routed.entry->handler, request, message), deadline);
+      auto op = call(&routed.entry->handler, request, message);
+      auto result = co_await WithDeadline(std::move(op), deadline);
       if (!result) {
         response = ErrorResponse(Error{ErrorCode::kTimeout, "request not handled within the " +
                                                                 std::to_string(options.timeout.count()) +
@@ -545,14 +581,27 @@ Result<void> Server::Start() {
     s.bound_port = acc.local_endpoint().port();
   }
   if (!o.unix_socket.empty()) {
-    ::unlink(o.unix_socket.c_str());
+    const std::string where = "MIKCAR_UNIX_SOCKET: cannot listen on " + o.unix_socket + ": ";
+    if (o.unix_socket.size() >= sizeof(sockaddr_un::sun_path)) {
+      return Fail(ErrorCode::kBadRequest, where + "the path is longer than " +
+                                              std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
+    }
     asio::local::stream_protocol::endpoint endpoint(o.unix_socket);
+    // Only a stale socket file is replaced: never a regular file, never a live listener.
+    if (struct stat st; ::lstat(o.unix_socket.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) return Fail(ErrorCode::kBadRequest, where + "the path exists and is not a socket");
+      asio::local::stream_protocol::socket probe(accept_ctx);
+      probe.connect(endpoint, ec);
+      if (!ec) return Fail(ErrorCode::kUnavailable, where + "another process is listening on it");
+      ::unlink(o.unix_socket.c_str());
+    }
     auto& acc = s.unix_acceptor.emplace(accept_ctx);
     acc.open(endpoint.protocol(), ec);
     if (!ec) acc.bind(endpoint, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return Fail(ErrorCode::kUnavailable, "MIKCAR_UNIX_SOCKET: cannot listen on " + o.unix_socket + ": " + ec.message());
+      s.unix_acceptor.reset();  // Stop() must not unlink a path this process does not own
+      return Fail(ErrorCode::kUnavailable, where + ec.message());
     }
     ::chmod(o.unix_socket.c_str(), 0660);
   }
@@ -598,6 +647,12 @@ void Server::Stop() {
 void Server::WaitForSignal() {
   asio::io_context signals_ctx(1);
   asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  // The mikcar binary keeps these blocked until now (see main.cc); deliver any pending one.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   signals.async_wait([](boost::system::error_code, int signal) {
     spdlog::info("received {}, shutting down (in-flight requests get up to the grace period)",
                  signal == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -19,7 +19,10 @@ std::string_view TraceparentId(std::string_view tp) {
                    flags = tp.substr(53, 2);
   if (!IsHex(version) || version == "ff" || !IsHex(id) || !IsHex(parent) || !IsHex(flags)) return {};
   if (id == std::string_view("00000000000000000000000000000000")) return {};
+  if (parent == std::string_view("0000000000000000")) return {};
   if (version == "00" && tp.size() != 55) return {};
+  // Later versions may append fields, but only after another '-'.
+  if (tp.size() > 55 && tp[55] != '-') return {};
   return id;
 }
 

@@ -392,7 +392,8 @@ class KvSidecar final : public Sidecar {
     if (seconds > 100LL * 365 * 24 * 3600) {
       co_return Fail(ErrorCode::kBadRequest, "seconds: expected at most 100 years");
     }
-    auto found = co_await backend_->Expire(key, seconds * 1000);
+    // seconds <= 0 deletes the key; clamp before scaling so a huge negative cannot overflow.
+    auto found = co_await backend_->Expire(key, seconds <= 0 ? 0 : seconds * 1000);
     if (!found) co_return Fail(found.error());
     if (*found) watch_.Notify(key);
     co_return Response::Json(*found ? R"({"status":"ok"})" : R"({"status":"key_not_found"})");

@@ -1,5 +1,8 @@
 // The `mikcar` command: flags and environment (SPEC §1.1), backend URL resolution with embedded
 // defaults, start-up checks. The only code in the project that exits the process.
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -74,6 +77,15 @@ void ListBackends() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // SIGINT/SIGTERM stay blocked (pending) until wait() has installed the graceful handler, and
+  // every thread started from here inherits the mask: a SIGTERM arriving just after "listening on"
+  // used to kill the process with the default action instead of shutting down cleanly.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   CLI::App app{"mikcar: infrastructure for WebAssembly handlers over plain HTTP", "mikcar"};
   mikcar::ServerOptions options;
   std::string port = "3001", host = "127.0.0.1", token, data_dir = "./mikcar-data", max_body = "10MiB",
