@@ -10,13 +10,10 @@
 #include <memory>
 #include <type_traits>
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
+#include "common/async.h"
 #include "mikcar/error.h"
 
 namespace mikcar {
@@ -26,7 +23,7 @@ class BlockingPool {
   BlockingPool(unsigned threads, size_t max_queued) : pool_(threads), max_queued_(max_queued) {}
   ~BlockingPool() { pool_.join(); }
 
-  // Runs `fn` (returning Result<T>) on a pool thread.
+  // Runs `fn` (returning Result<T>) on a pool thread. `fn` must be copyable.
   template <typename Fn>
   auto Run(Fn fn) -> boost::asio::awaitable<std::invoke_result_t<Fn>> {
     using R = std::invoke_result_t<Fn>;
@@ -34,20 +31,13 @@ class BlockingPool {
       queued_.fetch_sub(1, std::memory_order_relaxed);
       co_return Fail(ErrorCode::kUnavailable, "server busy: the blocking worker pool queue is full");
     }
-    // A named local, not a temporary of the co_await expression: GCC 12 destroys capturing
-    // lambda temporaries of co_await expressions twice.
-    auto initiation = [this, fn = std::move(fn)](auto handler) mutable {
-      boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
-      boost::asio::post(pool_, [this, ex, fn = std::move(fn), handler = std::move(handler)]() mutable {
+    auto start = [this, fn = std::move(fn)](auto done) mutable {
+      boost::asio::post(pool_, [this, fn = std::move(fn), done] {
         queued_.fetch_sub(1, std::memory_order_relaxed);
-        R result = fn();
-        boost::asio::post(ex, [handler = std::move(handler), result = std::move(result)]() mutable {
-          std::move(handler)(std::move(result));
-        });
+        done->Complete(fn());
       });
     };
-    co_return co_await boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(R)>(
-        std::move(initiation), boost::asio::use_awaitable);
+    co_return co_await Suspend<typename R::value_type>(std::move(start));
   }
 
   void Stop() { pool_.join(); }

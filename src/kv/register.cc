@@ -4,6 +4,9 @@
 #ifdef MIKCAR_WITH_KV_LMDB
 #include "kv/lmdb/lmdb_kv_backend.h"
 #endif
+#ifdef MIKCAR_WITH_KV_REDIS
+#include "kv/redis/redis_kv_backend.h"
+#endif
 
 namespace mikcar::kv {
 
@@ -18,8 +21,12 @@ void RegisterBuiltinBackends(BackendRegistry<KvBackend>& registry) {
   (void)registry.Register({"lmdb", {"file", "lmdb", "redb"},
                            "file://PATH embedded LMDB, durable, group-committed (redb:// alias)", lmdb,
                            "MIKCAR_WITH_KV_LMDB"});
-  (void)registry.Register({"redis", {"redis", "rediss"}, "redis://[:pass@]host:port[/db][?prefix=app:]", {},
-                           "MIKCAR_WITH_KV_REDIS"});
+  BackendRegistry<KvBackend>::Factory redis;
+#ifdef MIKCAR_WITH_KV_REDIS
+  redis = [](const Uri& uri) { return OpenRedisKvBackend(uri); };
+#endif
+  (void)registry.Register({"redis", {"redis"}, "redis://[user:pass@]host:port[/db][?prefix=app:] shared across sidecars",
+                           redis, "MIKCAR_WITH_KV_REDIS"});
 }
 
 }  // namespace mikcar::kv

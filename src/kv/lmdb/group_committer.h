@@ -24,13 +24,9 @@
 #include <thread>
 #include <vector>
 
-#include <boost/asio/any_completion_handler.hpp>
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/asio/associated_executor.hpp>
-#include <boost/asio/async_result.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/awaitable.hpp>
 
+#include "common/async.h"
 #include "mikcar/error.h"
 
 namespace mikcar::lmdb {
@@ -63,30 +59,20 @@ class GroupCommitter {
   // `fn` runs in a nested transaction that is kept only if it returns success. MDB_MAP_FULL
   // from inside `fn` must be returned as an error; the batch is then retried with a larger map,
   // so `fn` may run more than once and must not have effects outside the transaction.
-  // Not a coroutine on purpose: `fn` moves into the operation at once (GCC 12 mis-destroys
-  // capturing lambdas that are temporaries of a co_await expression; callers pass a named local).
+  // Not a coroutine: `fn` moves into the queued operation at once.
   template <typename T>
   boost::asio::awaitable<Result<T>> Write(std::function<Result<T>(MDB_txn*)>&& fn) {
-    using Handler = boost::asio::any_completion_handler<void(Result<T>)>;
-    auto initiation = [this, fn = std::move(fn)](auto handler) mutable {
-      struct State {
-        boost::asio::any_io_executor executor;  // where the awaiting coroutine resumes
-        Handler handler;
-        Result<T> result;
-      };
-      boost::asio::any_io_executor ex = boost::asio::get_associated_executor(handler);
-      auto state = std::make_shared<State>(State{ex, Handler(std::move(handler)), Fail(ErrorCode::kInternal, "not run")});
-      Enqueue(Op{[state, fn = std::move(fn)](MDB_txn* txn) {
-                   state->result = fn(txn);
-                   return state->result.has_value();
+    auto start = [this, fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
+      auto result = std::make_shared<Result<T>>(Fail(ErrorCode::kInternal, "lmdb: write not run"));
+      Enqueue(Op{[result, fn = std::move(fn)](MDB_txn* txn) {
+                   *result = fn(txn);
+                   return result->has_value();
                  },
-                 [state](const Error* commit_error) {
-                   if (commit_error) state->result = Fail(*commit_error);
-                   boost::asio::post(state->executor, [state] { std::move(state->handler)(std::move(state->result)); });
+                 [result, done](const Error* commit_error) {
+                   done->Complete(commit_error ? Fail(*commit_error) : std::move(*result));
                  }});
     };
-    return boost::asio::async_initiate<decltype(boost::asio::use_awaitable), void(Result<T>)>(
-        std::move(initiation), boost::asio::use_awaitable);
+    return Suspend<T>(std::move(start));
   }
 
   // A task run by the writer thread about every `period` in its own transaction (e.g. a sweeper).
