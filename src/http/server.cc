@@ -535,6 +535,30 @@ void Server::Impl::Finish(const Request& request, Response& response, bool head,
   }
 }
 
+}  // namespace mikcar::http
+
+namespace mikcar {
+
+namespace asio = boost::asio;
+using http::Clock;
+
+Result<void> CheckReady(Sidecar& sidecar, std::chrono::milliseconds timeout) {
+  asio::io_context ctx(1);
+  std::optional<Result<void>> outcome;
+  auto check = [&]() -> asio::awaitable<void> {
+    auto ready = co_await http::WithDeadline(sidecar.Ready(), Clock::now() + timeout);
+    outcome = ready ? std::move(*ready) : Fail(ErrorCode::kUnavailable, "no answer within " +
+                                                                          std::to_string(timeout.count()) + " ms");
+  };
+  asio::co_spawn(ctx, check(), asio::detached);
+  ctx.run();
+  return outcome ? std::move(*outcome) : Fail(ErrorCode::kInternal, "readiness check did not run");
+}
+
+}  // namespace mikcar
+
+namespace mikcar::http {
+
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Stop(); }

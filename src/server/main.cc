@@ -184,6 +184,9 @@ int main(int argc, char** argv) {
     }
     auto service = spec.create(url);
     if (!service) Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": " + service.error().message);
+    if (auto ready = mikcar::CheckReady(**service, std::chrono::seconds(5)); !ready) {
+      Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": backend unreachable: " + ready.error().message);
+    }
     spdlog::info("{}: {} ({}{})", spec.name, mikcar::RedactUri(url), (*service)->backend_name(),
                  embedded ? ", embedded default; set " + spec.url_env + " to change" : "");
     builder.add(std::move(*service));

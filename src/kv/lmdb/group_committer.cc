@@ -131,34 +131,30 @@ void GroupCommitter::WriterLoop() {
 
 Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
   for (int attempt = 0; attempt < 8; ++attempt) {
-    map_full_ = false;
+    txn_error_ = 0;
     uint64_t version_before = last_version_;
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
     if (rc != 0) return Fail(LmdbError(rc, "begin write transaction"));
+    bool usable = true;
     for (auto& op : batch) {
-      MDB_txn* child = nullptr;
-      if ((rc = mdb_txn_begin(env_, txn, 0, &child)) != 0) break;
-      if (op.apply(child)) {
-        if ((rc = mdb_txn_commit(child)) != 0) break;
-      } else {
-        mdb_txn_abort(child);
-      }
-      if (map_full_) break;
+      if (!(usable = op.apply(txn))) break;
     }
-    if (rc == 0 && !map_full_) {
+    if (usable) {
       MDB_val k{sizeof kVersionKey - 1, const_cast<char*>(kVersionKey)};
       MDB_val v{sizeof(uint64_t), &last_version_};
       rc = mdb_put(txn, meta_dbi_, &k, &v, 0);
-    }
-    if (rc == 0 && !map_full_) {
-      rc = mdb_txn_commit(txn);  // the fsync every op of the batch shares
-      if (rc == 0) return {};
+      if (rc == 0) {
+        rc = mdb_txn_commit(txn);  // the one fsync every write of the batch shares
+        if (rc == 0) return {};
+        txn = nullptr;
+      }
     } else {
-      mdb_txn_abort(txn);
+      rc = txn_error_ != 0 ? txn_error_ : MDB_PANIC;
     }
-    if (rc != MDB_MAP_FULL && !map_full_) return Fail(LmdbError(rc, "commit"));
+    if (txn) mdb_txn_abort(txn);
     last_version_ = version_before;
+    if (rc != MDB_MAP_FULL) return Fail(LmdbError(rc, "commit"));
     if (auto grown = Grow(); !grown) return grown;
   }
   return Fail(ErrorCode::kUnavailable, "lmdb: map still full after growing");

@@ -56,9 +56,7 @@ class GroupCommitter {
   }
 
   // Queues `fn(txn)` for the writer thread; resumes after the group commit with its result.
-  // `fn` runs in a nested transaction that is kept only if it returns success. MDB_MAP_FULL
-  // from inside `fn` must be returned as an error; the batch is then retried with a larger map,
-  // so `fn` may run more than once and must not have effects outside the transaction.
+  // `fn` may run more than once (batch retry) and must not have effects outside the transaction.
   // Not a coroutine: `fn` moves into the queued operation at once.
   template <typename T>
   boost::asio::awaitable<Result<T>> Write(std::function<Result<T>(MDB_txn*)>&& fn) {
@@ -66,7 +64,10 @@ class GroupCommitter {
       auto result = std::make_shared<Result<T>>(Fail(ErrorCode::kInternal, "lmdb: write not run"));
       Enqueue(Op{[result, fn = std::move(fn)](MDB_txn* txn) {
                    *result = fn(txn);
-                   return result->has_value();
+                   // A refused write (precondition, bad value) changed nothing; an LMDB failure
+                   // may have left half its writes in the shared transaction.
+                   return result || (result->error().code != ErrorCode::kBackend &&
+                                     result->error().code != ErrorCode::kUnavailable);
                  },
                  [result, done](const Error* commit_error) {
                    done->Complete(commit_error ? Fail(*commit_error) : std::move(*result));
@@ -84,12 +85,13 @@ class GroupCommitter {
 
   // Writer-thread state shared by write closures: the last version handed out.
   uint64_t& last_version() { return last_version_; }
-  // Set by a write closure that saw MDB_MAP_FULL.
-  void NoteMapFull() { map_full_ = true; }
+  // A write closure saw LMDB fail with `rc` (writer thread only): lets the batch tell
+  // MDB_MAP_FULL (grow and retry) from other failures.
+  void NoteTxnError(int rc) { txn_error_ = rc; }
 
  private:
   struct Op {
-    std::function<bool(MDB_txn*)> apply;
+    std::function<bool(MDB_txn*)> apply;  // false: the transaction must be aborted
     std::function<void(const Error*)> complete;
   };
   GroupCommitter() = default;
@@ -113,7 +115,7 @@ class GroupCommitter {
   std::chrono::milliseconds period_{0};
   std::function<bool(MDB_txn*)> periodic_;
   uint64_t last_version_ = 0;  // writer thread only
-  bool map_full_ = false;      // writer thread only
+  int txn_error_ = 0;          // writer thread only
 };
 
 }  // namespace mikcar::lmdb

@@ -344,7 +344,7 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Error Failed(int rc, std::string_view what) {
-    if (rc == MDB_MAP_FULL) store_->NoteMapFull();
+    store_->NoteTxnError(rc);
     return LmdbError(rc, what);
   }
 
