@@ -8,6 +8,14 @@ cmake --preset dev >/dev/null
 cmake --build build/dev
 ctest --preset dev -j2
 
+# The installed package works for a consumer project (find_package(mikcar)).
+prefix=$(mktemp -d /tmp/mikcar-prefix.XXXXXX)
+cmake --install build/dev --prefix "$prefix" >/dev/null
+cmake -S examples/consumer -B "$prefix/consumer-build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
+cmake --build "$prefix/consumer-build" >/dev/null
+"$prefix/consumer-build/consumer"
+rm -rf "$prefix"
+
 backends=$(mktemp -d /tmp/mikcar-backends.XXXXXX)
 cleanup() { scripts/test-backends.sh stop "$backends" || true; rm -rf "$backends"; }
 trap cleanup EXIT

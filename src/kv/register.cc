@@ -25,7 +25,7 @@ void RegisterBuiltinBackends(BackendRegistry<KvBackend>& registry) {
 #ifdef MIKCAR_WITH_KV_REDIS
   redis = [](const Uri& uri) { return OpenRedisKvBackend(uri); };
 #endif
-  (void)registry.Register({"redis", {"redis"}, "redis://[user:pass@]host:port[/db][?prefix=app:] shared across sidecars",
+  (void)registry.Register({"redis", {"redis", "rediss"}, "redis[s]://[user:pass@]host:port[/db][?prefix=app:] shared across sidecars",
                            redis, "MIKCAR_WITH_KV_REDIS"});
 }
 

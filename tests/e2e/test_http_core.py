@@ -886,18 +886,7 @@ def test_startup_errors_exit_2_with_one_line(args, env, words):
         assert word in line, line
 
 
-def test_compiled_out_scheme_names_the_cmake_option():
-    rows = [row for row in kv_backend_rows() if "off: " in row]
-    if not rows:
-        pytest.skip("every kv backend is compiled into this build")
-    row = next((r for r in rows if "redis://" in r), rows[0])
-    scheme = re.search(r"(\w+)://", row).group(1)
-    option = re.search(r"off: (\S+)", row).group(1)
-    r = run(["--kv", "--port", "0"], env={"KV_URL": f"{scheme}://:hunter2@127.0.0.1:6379/0"})
-    assert r.returncode == 2, r.stderr
-    line = startup_error_line(r)
-    assert "KV_URL" in line and option in line and f"{scheme}://" in line, line
-    assert "hunter2" not in r.stderr + r.stdout
+# A compiled-out scheme's error naming its CMake option: tests/common/registry_test.cc.
 
 
 def test_no_service_exits_1_with_hint():

@@ -1,7 +1,8 @@
 """Conformance suite for /kv (SPEC §3), run against every KV backend.
 
-The `kv` fixture starts `mikcar --kv` once per test on memory://, file://<tmp>/kv (LMDB) and
-redis:// (MIKCAR_TEST_REDIS_URL, with a unique ?prefix= per test). Every test must pass on every
+The `kv` fixture starts `mikcar --kv` once per test on memory://, file://<tmp>/kv (LMDB),
+redis:// (MIKCAR_TEST_REDIS_URL) and rediss:// (MIKCAR_TEST_REDISS_URL, TLS with a test CA), each
+Redis test with a unique ?prefix=. Every test must pass on every
 backend: the HTTP contract does not depend on where the bytes live.
 """
 import base64
@@ -19,6 +20,7 @@ import requests
 from conftest import assert_envelope
 
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
+REDISS_URL = os.environ.get("MIKCAR_TEST_REDISS_URL")  # TLS; its CA is in MIKCAR_TEST_CA_FILE
 
 
 @pytest.fixture(params=[
@@ -26,6 +28,8 @@ REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
     "file",
     pytest.param("redis", marks=pytest.mark.skipif(
         not REDIS_URL, reason="MIKCAR_TEST_REDIS_URL is not set (scripts/test-backends.sh starts a Redis)")),
+    pytest.param("rediss", marks=pytest.mark.skipif(
+        not REDISS_URL, reason="MIKCAR_TEST_REDISS_URL is not set (scripts/test-backends.sh starts one)")),
 ])
 def kv(request, start_mikcar, tmp_path):
     if request.param == "memory":
@@ -33,9 +37,13 @@ def kv(request, start_mikcar, tmp_path):
     elif request.param == "file":
         url = f"file://{tmp_path}/kv"
     else:
-        sep = "&" if "?" in REDIS_URL else "?"
-        url = f"{REDIS_URL}{sep}prefix=mikcar-test-{uuid.uuid4().hex}:"
-    return start_mikcar(["--kv"], env={"KV_URL": url}, data_dir=str(tmp_path))
+        base = REDIS_URL if request.param == "redis" else REDISS_URL
+        sep = "&" if "?" in base else "?"
+        url = f"{base}{sep}prefix=mikcar-test-{uuid.uuid4().hex}:"
+    env = {"KV_URL": url}
+    if request.param == "rediss":
+        env["SSL_CERT_FILE"] = os.environ["MIKCAR_TEST_CA_FILE"]  # certificates are verified
+    return start_mikcar(["--kv"], env=env, data_dir=str(tmp_path))
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 
@@ -71,7 +72,12 @@ std::string Sha1Hex(const std::string& s) {
 
 class ClientImpl final : public Client, public std::enable_shared_from_this<ClientImpl> {
  public:
-  explicit ClientImpl(Options options) : options_(std::move(options)) {}
+  explicit ClientImpl(Options options) : options_(std::move(options)) {
+    if (options_.tls) {
+      ssl_ctx_.set_default_verify_paths();
+      ssl_ctx_.set_verify_mode(options_.tls_insecure ? asio::ssl::verify_none : asio::ssl::verify_peer);
+    }
+  }
   ~ClientImpl() override { Close(); }
 
   void Start() {
@@ -103,7 +109,7 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     std::call_once(closed_, [this] {
       asio::post(ctx_, [this] {
         boost::system::error_code ignored;
-        socket_.close(ignored);
+        Socket().close(ignored);
         guard_.reset();
       });
       if (thread_.joinable()) thread_.join();
@@ -135,10 +141,11 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     while (!out_.empty() && state_ == State::kConnected) {
       std::string buffer;
       buffer.swap(out_);
-      auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(buffer), kTuple);
+      auto [ec, n] = options_.tls ? co_await asio::async_write(*stream_, asio::buffer(buffer), kTuple)
+                                  : co_await asio::async_write(Socket(), asio::buffer(buffer), kTuple);
       if (ec) {
         boost::system::error_code ignored;
-        socket_.close(ignored);  // the reader sees it and fails what is in flight
+        Socket().close(ignored);  // the reader sees it and fails what is in flight
         break;
       }
     }
@@ -167,7 +174,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
       std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(), redisReaderFree);
       char buf[64 * 1024];
       while (failure.empty()) {
-        auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), kTuple);
+        auto [ec, n] = options_.tls ? co_await stream_->async_read_some(asio::buffer(buf), kTuple)
+                                    : co_await Socket().async_read_some(asio::buffer(buf), kTuple);
         if (ec) {
           failure = "connection lost: " + ec.message();
           break;
@@ -201,7 +209,7 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
       }
     }
     boost::system::error_code ignored;
-    socket_.close(ignored);
+    Socket().close(ignored);
     state_ = State::kDisconnected;
     out_.clear();
     auto pending = std::move(pending_);
@@ -212,21 +220,28 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     }
   }
 
+  asio::ip::tcp::socket& Socket() { return stream_->next_layer(); }
+
   asio::awaitable<boost::system::error_code> ConnectSocket() {
     asio::ip::tcp::resolver resolver(ctx_);
     auto [rec, endpoints] = co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kTuple);
     if (rec) co_return rec;
-    socket_ = asio::ip::tcp::socket(ctx_);
+    stream_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(ctx_, ssl_ctx_);
     asio::steady_timer timer(ctx_, kConnectTimeout);
     timer.async_wait([this](boost::system::error_code ec) {
       if (!ec) {
         boost::system::error_code ignored;
-        socket_.close(ignored);
+        Socket().close(ignored);
       }
     });
-    auto [ec, ep] = co_await asio::async_connect(socket_, endpoints, kTuple);
+    auto [ec, ep] = co_await asio::async_connect(Socket(), endpoints, kTuple);
+    if (!ec) Socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    if (!ec && options_.tls) {
+      SSL_set_tlsext_host_name(stream_->native_handle(), options_.host.c_str());
+      if (!options_.tls_insecure) stream_->set_verify_callback(asio::ssl::host_name_verification(options_.host));
+      std::tie(ec) = co_await stream_->async_handshake(asio::ssl::stream_base::client, kTuple);
+    }
     timer.cancel();
-    if (!ec) socket_.set_option(asio::ip::tcp::no_delay(true), ec);
     co_return ec;
   }
 
@@ -241,7 +256,9 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   asio::executor_work_guard<asio::io_context::executor_type> guard_ = asio::make_work_guard(ctx_);
   std::thread thread_;
   std::once_flag closed_;
-  asio::ip::tcp::socket socket_{ctx_};
+  asio::ssl::context ssl_ctx_{asio::ssl::context::tls_client};
+  std::unique_ptr<asio::ssl::stream<asio::ip::tcp::socket>> stream_ =
+      std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(ctx_, ssl_ctx_);
   State state_ = State::kDisconnected;
   std::string out_;
   bool writing_ = false;

@@ -1,5 +1,6 @@
 // A pipelining RESP client on Asio, using hiredis only for encoding commands and parsing replies
-// (Debian's hiredis 0.14 has no Asio adapter). One TCP connection, driven by the client's own
+// (Debian's hiredis 0.14 has no Asio adapter and no TLS; TLS here is asio::ssl/OpenSSL, with
+// the system trust store, which SSL_CERT_FILE overrides). One TCP connection, driven by the client's own
 // thread: every caller's command is appended to the write buffer at once (automatic
 // pipelining) and replies complete callers in order. A lost connection fails the commands in
 // flight with UNAVAILABLE and the next command reconnects, so a Redis restart costs only the
@@ -34,6 +35,8 @@ struct Options {
   std::string user;
   std::string password;
   int db = 0;
+  bool tls = false;        // rediss://: TLS with certificate and host name verification
+  bool tls_insecure = false;  // ?insecure=true: skip verification (development only)
 };
 
 class Client {

@@ -316,6 +316,8 @@ Result<std::unique_ptr<KvBackend>> OpenRedisKvBackend(const Uri& uri) {
   options.port = uri.port.value_or(6379);
   options.user = uri.user;
   options.password = uri.password;
+  options.tls = uri.scheme == "rediss";
+  options.tls_insecure = uri.query_param("insecure").value_or("") == "true";
   std::string_view db = uri.path;
   if (db.starts_with('/')) db.remove_prefix(1);
   if (!db.empty()) {
