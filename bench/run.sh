@@ -1,0 +1,405 @@
+#!/usr/bin/env bash
+# mikcar benchmark: mikcar against nginx (HTTP floor), webdis→redis (HTTP KV peer) and
+# redis-benchmark (raw store), all on loopback, all started and stopped by this one script.
+# Prints ratios, never pass/fail. See bench/README.md for what each scenario measures.
+#
+# Usage: bench/run.sh [--quick] [--scenario NAME]... [--rounds N] [--duration SECONDS]
+#   --quick           1 round of 3 s per target (default: 5 rounds of 8 s, median reported)
+#   --scenario NAME   health | kv-get | kv-set | redis (repeatable, or a,b); default: all
+#   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
+#        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
+set -euo pipefail
+
+BENCH=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH")
+cd "$ROOT"
+
+usage() { sed -n '6,10s/^# \{0,1\}//p' "$0"; }
+ARGS=("$@")
+ROUNDS=5 DURATION=8 SCENARIOS=()
+ALL_SCENARIOS=(health kv-get kv-set redis)
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) ROUNDS=1 DURATION=3 ;;
+    --scenario) shift; IFS=, read -ra more <<<"${1:?--scenario needs a name}"; SCENARIOS+=("${more[@]}") ;;
+    --scenario=*) IFS=, read -ra more <<<"${1#*=}"; SCENARIOS+=("${more[@]}") ;;
+    --rounds) shift; ROUNDS=${1:?} ;;
+    --duration) shift; DURATION=${1:?} ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=("${ALL_SCENARIOS[@]}")
+for s in "${SCENARIOS[@]}"; do
+  [[ " ${ALL_SCENARIOS[*]} " == *" $s "* ]] || { echo "unknown scenario '$s'; expected one of: ${ALL_SCENARIOS[*]}" >&2; exit 2; }
+done
+
+# --- Isolation (shared/notes/http-and-kv-bench.md §0) ---------------------------------------
+# The kernel groups processes by session (sched_autogroup), so `nice` does nothing against the
+# other jobs on this VM. Re-run this script in its own session with the autogroup raised to -20;
+# every server and load generator started below inherits it.
+if [ -z "${MIKCAR_BENCH_ISOLATED:-}" ] && [ -w /proc/self/autogroup ] && command -v setsid >/dev/null; then
+  export MIKCAR_BENCH_ISOLATED=1
+  # Not a process-group leader (no job control in scripts), so setsid execs in place: $! is the
+  # new session's leader, the bash below.
+  setsid bash -c 'echo -20 > /proc/self/autogroup; exec "$@"' _ "$BENCH/run.sh" ${ARGS[@]+"${ARGS[@]}"} &
+  child=$!
+  trap 'kill -TERM "$child" 2>/dev/null' INT TERM HUP
+  while :; do
+    set +e; wait "$child"; rc=$?; set -e
+    kill -0 "$child" 2>/dev/null || exit "$rc"   # still alive: wait was interrupted by a signal
+  done
+fi
+ISOLATION=$(cat /proc/self/autogroup 2>/dev/null || echo "n/a")
+
+# --- Dependencies and the binary -----------------------------------------------------------
+scripts/install-deps.sh bench
+MIKCAR=$ROOT/build/release/src/mikcar
+if [ ! -x "$MIKCAR" ]; then
+  echo "building $MIKCAR (release)…"
+  cmake --preset release -DMIKCAR_BUILD_TESTS=OFF -DMIKCAR_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build build/release --target mikcar_server
+fi
+
+NCPU=$(nproc)
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+[ "$NCPU" -lt 2 ] && CLIENT_CPU=$SERVER_CPU
+BASE=${BENCH_PORT_BASE:-18400}
+CONNS=50
+VALUE=$(printf '0123456789%.0s' {1..10})   # the 100-byte value (same bytes as bench/lua/set.lua)
+GET_KEY=benchget
+
+TMP=$(mktemp -d /tmp/mikcar-bench.XXXXXX)
+RESULTS=$TMP/results.tsv   # scenario cores label round rps p50 p99 cpu_us errors
+: >"$RESULTS"
+
+# --- Process bookkeeping -------------------------------------------------------------------
+declare -A PID PORT CORES   # per server name: main pid, port, "1" (pinned to SERVER_CPU) or "n"
+STARTED=()                  # every pid we started, in order
+
+cleanup() {
+  local rc=$? p
+  trap - EXIT INT TERM HUP
+  # nginx workers are children of the master; collect them before the master goes.
+  local all=("${STARTED[@]}")
+  for p in "${STARTED[@]}"; do mapfile -t -O "${#all[@]}" all < <(pgrep -P "$p" 2>/dev/null || true); done
+  for p in "${all[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in $(seq 120); do
+    local alive=0
+    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive -eq 0 ] && break
+    sleep 0.1
+  done
+  for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+port_free() { ! ss -ltnH "sport = :$1" | grep -q .; }
+
+# start NAME CORES PORT CMD...   (CORES=1: pinned to SERVER_CPU; n: anywhere)
+start() {
+  local name=$1 cores=$2 port=$3; shift 3
+  port_free "$port" || { echo "port $port is busy; set BENCH_PORT_BASE" >&2; exit 1; }
+  if [ "$cores" = 1 ]; then
+    taskset -c "$SERVER_CPU" "$@" >"$TMP/$name.log" 2>&1 &
+  else
+    "$@" >"$TMP/$name.log" 2>&1 &
+  fi
+  PID[$name]=$! PORT[$name]=$port CORES[$name]=$cores
+  STARTED+=("$!")
+}
+
+wait_200() {  # wait_200 NAME PATH
+  for _ in $(seq 200); do
+    curl -sf -o /dev/null "http://127.0.0.1:${PORT[$1]}$2" && return 0
+    kill -0 "${PID[$1]}" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "$1 did not come up; its log:" >&2; cat "$TMP/$1.log" >&2; exit 1
+}
+
+wait_redis() {
+  for _ in $(seq 200); do
+    redis-cli -p "${PORT[$1]}" ping >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "$1 did not come up" >&2; cat "$TMP/$1.log" >&2; exit 1
+}
+
+# All pids whose CPU time counts for a server: the process, its threads, its children (nginx
+# workers) and, for webdis, the redis behind it.
+declare -A BACKEND_OF
+server_pids() {
+  local p=${PID[$1]}
+  echo "$p" "$(pgrep -P "$p" | paste -sd' ')"
+  [ -n "${BACKEND_OF[$1]:-}" ] && echo "${PID[${BACKEND_OF[$1]}]}"
+  return 0
+}
+cpu_ns() {  # total on-CPU ns of all threads of the given pids (/proc/PID/task/*/schedstat field 1)
+  local p files=()
+  for p in "$@"; do files+=(/proc/"$p"/task/*/schedstat); done
+  cat "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
+}
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# --- Servers -------------------------------------------------------------------------------
+start_servers() {
+  local c n
+  for c in 1 n; do
+    local threads=(--threads 1) off=0
+    [ $c = n ] && threads=() off=2
+    # mikcar: the in-memory backend and the default embedded LMDB (durable, group commit).
+    KV_URL=memory:// start mikcar-memory-$c $c $((BASE + 1 + off)) \
+      "$MIKCAR" --kv --no-auth --port $((BASE + 1 + off)) "${threads[@]}" --log-level warn
+    KV_URL=file://$TMP/kv-$c start mikcar-file-$c $c $((BASE + 2 + off)) \
+      "$MIKCAR" --kv --no-auth --port $((BASE + 2 + off)) "${threads[@]}" --log-level warn
+  done
+  for c in 1 n; do
+    n=$([ $c = 1 ] && echo 1 || echo "$NCPU")
+    off=$([ $c = 1 ] && echo 0 || echo 1)
+    # nginx: one worker per core the comparison uses.
+    mkdir -p "$TMP/nginx-$c"
+    sed -e "s|@WORKERS@|$n|" -e "s|@PORT@|$((BASE + 10 + off))|" -e "s|@DIR@|$TMP/nginx-$c|g" \
+      -e "s|@VALUE@|$VALUE|" "$BENCH/nginx.conf.in" >"$TMP/nginx-$c/nginx.conf"
+    start nginx-$c $c $((BASE + 10 + off)) \
+      nginx -p "$TMP/nginx-$c" -c "$TMP/nginx-$c/nginx.conf" -e "$TMP/nginx-$c/error.log"
+    # redis with the durability most deployments use, and webdis (HTTP→redis) in front of it.
+    mkdir -p "$TMP/redis-$c"
+    start redis-$c $c $((BASE + 20 + off)) \
+      redis-server --port $((BASE + 20 + off)) --bind 127.0.0.1 --save '' --appendonly yes \
+      --appendfsync everysec --dir "$TMP/redis-$c" --daemonize no
+    wait_redis redis-$c
+    cat >"$TMP/webdis-$c.json" <<EOF
+{"redis_host": "127.0.0.1", "redis_port": $((BASE + 20 + off)), "redis_auth": null,
+ "http_host": "127.0.0.1", "http_port": $((BASE + 30 + off)), "threads": $n, "pool_size": 20,
+ "daemonize": false, "database": 0, "verbosity": 1, "logfile": "$TMP/webdis-$c.daemon.log"}
+EOF
+    start webdis-$c $c $((BASE + 30 + off)) webdis "$TMP/webdis-$c.json"
+    BACKEND_OF[webdis-$c]=redis-$c
+  done
+  for c in 1 n; do
+    wait_200 mikcar-memory-$c /health
+    wait_200 mikcar-file-$c /health
+    wait_200 nginx-$c /health
+    wait_200 webdis-$c /PING
+  done
+}
+
+preload() {  # the value every KV GET reads
+  local c s
+  for c in 1 n; do
+    for s in mikcar-memory-$c mikcar-file-$c; do
+      curl -sf -o /dev/null -X POST -H 'content-type: text/plain; charset=utf-8' --data-binary "$VALUE" \
+        "http://127.0.0.1:${PORT[$s]}/kv/set/$GET_KEY"
+      [ "$(curl -sf "http://127.0.0.1:${PORT[$s]}/kv/get/$GET_KEY")" = "$VALUE" ] || { echo "$s: preload failed" >&2; exit 1; }
+    done
+    redis-cli -p "${PORT[redis-$c]}" set "$GET_KEY" "$VALUE" >/dev/null
+    [ "$(curl -sf "http://127.0.0.1:${PORT[webdis-$c]}/GET/$GET_KEY.txt")" = "$VALUE" ] || { echo "webdis-$c: preload failed" >&2; exit 1; }
+    [ "$(curl -sf "http://127.0.0.1:${PORT[nginx-$c]}/kv/get/$GET_KEY")" = "$VALUE" ] || { echo "nginx-$c: bad config" >&2; exit 1; }
+  done
+}
+
+# --- One measurement -----------------------------------------------------------------------
+# measure SCENARIO LABEL SERVER ROUND PATH [LUA-SCRIPT LUA-ARGS...]   (ROUND 0 = warm-up, not kept)
+# 1-core servers get wrk pinned to the other core; multi-core servers share all cores with wrk.
+measure() {
+  local scenario=$1 label=$2 server=$3 round=$4 path=$5; shift 5
+  local cores=${CORES[$server]} dur=$DURATION pin=() script=()
+  [ "$round" = 0 ] && dur=1
+  [ "$cores" = 1 ] && pin=(taskset -c "$CLIENT_CPU")
+  [ $# -gt 0 ] && script=(-s "$1") && shift
+  local pids; pids=$(server_pids "$server")
+  local cpu0; cpu0=$(cpu_ns $pids)
+  local out
+  out=$("${pin[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" --latency "${script[@]}" \
+    "http://127.0.0.1:${PORT[$server]}$path" ${1:+--} "$@" 2>&1) || { echo "wrk failed: $out" >&2; exit 1; }
+  local cpu1; cpu1=$(cpu_ns $pids)
+  [ "$round" = 0 ] && return 0
+  echo "$out" | awk -v s="$scenario" -v c="$cores" -v l="$label" -v r="$round" -v cpu=$((cpu1 - cpu0)) '
+    function ms(t,  v) { v = t; sub(/[a-z]+$/, "", v)
+      if (t ~ /us$/) return v / 1000; if (t ~ /ms$/) return v; if (t ~ /m$/) return v * 60000; return v * 1000 }
+    / requests in /    { n = $1 }
+    /^Requests\/sec:/  { rps = $2 }
+    /^ +50%/           { p50 = ms($2) }
+    /^ +99%/           { p99 = ms($2) }
+    /^ +Non-2xx/       { err += $NF }
+    /^ +Socket errors/ { gsub(/[^0-9 ]/, ""); for (i = 1; i <= NF; i++) err += $i }
+    END { printf "%s\t%s\t%s\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t%d\n", s, c, l, r, rps, p50, p99,
+                 n ? cpu / 1000 / n : 0, err }' >>"$RESULTS"
+  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  p50 %6.3f ms  p99 %6.3f ms%s\n",
+    $1, $2, $3, $4, $5, $6, $7, ($9 > 0 ? "  ERRORS " $9 : "") }'
+}
+
+# Every target of a scenario is measured once per round, interleaved, so drift in the
+# machine's load hits all of them alike. Each target gets a 1 s warm-up first.
+rounds() {  # rounds FUNCTION: FUNCTION ROUND measures every target once
+  local r
+  "$1" 0
+  for r in $(seq "$ROUNDS"); do "$1" "$r"; done
+}
+
+health_targets() {
+  local r=$1 c
+  for c in 1 n; do
+    measure health mikcar mikcar-memory-$c "$r" /health
+    measure health nginx nginx-$c "$r" /health
+  done
+}
+kv_get_targets() {
+  local r=$1 c
+  for c in 1 n; do
+    measure kv-get mikcar-memory mikcar-memory-$c "$r" /kv/get/$GET_KEY
+    measure kv-get mikcar-file mikcar-file-$c "$r" /kv/get/$GET_KEY
+    measure kv-get nginx nginx-$c "$r" /kv/get/$GET_KEY
+    measure kv-get webdis webdis-$c "$r" /GET/$GET_KEY.txt
+  done
+}
+kv_set_targets() {
+  local r=$1 c set=$BENCH/lua/set.lua
+  for c in 1 n; do
+    measure kv-set mikcar-memory mikcar-memory-$c "$r" / "$set" POST /kv/set/bench: 100000
+    measure kv-set mikcar-file mikcar-file-$c "$r" / "$set" POST /kv/set/bench: 100000
+    measure kv-set webdis webdis-$c "$r" / "$set" PUT /SET/bench: 100000
+  done
+}
+
+# redis-benchmark straight against redis (pinned like the 1-core HTTP runs): the raw-store ceiling.
+redis_targets() {
+  local r=$1 t n=$((50000 * DURATION)) pids cpu0 cpu1 out
+  [ "$r" = 0 ] && return 0
+  pids=$(server_pids redis-1)
+  for t in set get; do
+    cpu0=$(cpu_ns $pids)
+    out=$(taskset -c "$CLIENT_CPU" redis-benchmark -h 127.0.0.1 -p "${PORT[redis-1]}" -t $t -n $n \
+      -c "$CONNS" -d 100 -r 100000 --csv 2>&1)
+    cpu1=$(cpu_ns $pids)
+    # CSV: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",…
+    echo "$out" | tr -d '"' | awk -F, -v r="$r" -v n="$n" -v cpu=$((cpu1 - cpu0)) '
+      $1 ~ /^(SET|GET)$/ && NF >= 7 { printf "redis\t1\tredis-%s\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t0\n",
+                          $1, r, $2, $5, $7, cpu / 1000 / n }' >>"$RESULTS"
+    tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  p50 %6.3f ms  p99 %6.3f ms\n",
+      $1, $2, $3, $4, $5, $6, $7 }'
+  done
+}
+
+# --- Startup time and memory ---------------------------------------------------------------
+STARTUP=()
+startup_probe() {  # 5 cold starts per backend, pinned; median ms to the first 200 on /health
+  local kind url i times rss
+  for kind in memory file; do
+    times=()
+    for i in 1 2 3 4 5; do
+      url=memory://
+      [ $kind = file ] && url=file://$TMP/startup-kv-$i
+      read -r t rss < <(KV_URL=$url "$BENCH/first200.py" $((BASE + 40)) /health -- \
+        taskset -c "$SERVER_CPU" "$MIKCAR" --kv --no-auth --threads 1 --port $((BASE + 40)) --log-level warn)
+      times+=("$t")
+    done
+    STARTUP+=("$kind $(printf '%s\n' "${times[@]}" | sort -g | sed -n 3p) $(printf '%s\n' "${times[@]}" | sort -g | sed -n '1p;$p' | paste -sd-) $rss")
+  done
+}
+
+# --- Report --------------------------------------------------------------------------------
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+declare -A RPS P50 P99 CPU ERR RANGE
+ratio() {  # ratio KEY REFERENCE-KEY → "0.93x", or nothing if either is missing
+  local a=${RPS[$1]:-} b=${RPS[$2]:-}
+  [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0 ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }'
+  return 0
+}
+display_name() {
+  case $1 in
+    mikcar) echo "mikcar" ;;
+    mikcar-memory) echo "mikcar memory://" ;;
+    mikcar-file) echo "mikcar file:// (LMDB, fsync)" ;;
+    nginx) echo "nginx return 200" ;;
+    webdis) echo "webdis + redis" ;;
+    redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+report() {
+  local key s c l rows keys
+  keys=$(cut -f1-3 "$RESULTS" | awk '!seen[$0]++' | tr '\t' '|')
+  for key in $keys; do
+    IFS='|' read -r s c l <<<"$key"
+    rows=$(awk -F'\t' -v s="$s" -v c="$c" -v l="$l" '$1 == s && $2 == c && $3 == l' "$RESULTS")
+    RPS[$key]=$(cut -f5 <<<"$rows" | median)
+    P50[$key]=$(cut -f6 <<<"$rows" | median)
+    P99[$key]=$(cut -f7 <<<"$rows" | median)
+    CPU[$key]=$(cut -f8 <<<"$rows" | median)
+    ERR[$key]=$(cut -f9 <<<"$rows" | awk '{ s += $1 } END { print s }')
+    RANGE[$key]=$(cut -f5 <<<"$rows" | sort -g | sed -n '1p;$p' | paste -sd-)
+  done
+  echo
+  echo "## Results: median of $ROUNDS round(s) × ${DURATION}s, wrk -t1 -c$CONNS, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "cores 1: server pinned to CPU $SERVER_CPU, load generator to CPU $CLIENT_CPU (mikcar --threads 1, nginx 1 worker,"
+  echo "webdis 1 thread + its redis on that core). cores $NCPU: nothing pinned (mikcar default threads, nginx $NCPU"
+  echo "workers, webdis $NCPU threads), load generator on the same cores. CPU µs/req = server on-CPU time per request."
+  echo
+  local fmt='| %-8s | %5s | %-32s | %8s | %-13s | %6s | %6s | %6s | %7s | %8s | %13s |\n'
+  printf "$fmt" scenario cores server "req/s" "min-max" "p50 ms" "p99 ms" "CPU us" "x nginx" "x webdis" "x redis-bench"
+  printf "$fmt" | sed 's/ /-/g; s/-|-/ | /g; s/^|-/| /; s/-|$/ |/'
+  for key in $keys; do
+    IFS='|' read -r s c l <<<"$key"
+    local to_nginx="" to_webdis="" to_redis="" name
+    name=$(display_name "$l")
+    [ "${ERR[$key]}" != 0 ] && name+=" [${ERR[$key]} errors]"
+    case $s in
+      health) to_nginx=$(ratio "$key" "$s|$c|nginx") ;;
+      kv-get) to_nginx=$(ratio "$key" "$s|$c|nginx"); to_webdis=$(ratio "$key" "$s|$c|webdis")
+              to_redis=$(ratio "$key" "redis|1|redis-GET") ;;
+      kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
+    esac
+    [ "$l" = nginx ] && to_nginx=ref
+    [ "$l" = webdis ] && to_webdis=ref
+    printf "$fmt" "$s" "$([ "$c" = n ] && echo "$NCPU" || echo 1)" "$name" "${RPS[$key]}" "${RANGE[$key]}" \
+      "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "$to_nginx" "$to_webdis" "$to_redis"
+  done
+}
+
+# --- Main ----------------------------------------------------------------------------------
+echo "mikcar bench: $("$MIKCAR" --version | head -n1), $MIKCAR"
+echo "machine: $NCPU vCPU $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "isolation: autogroup ${ISOLATION}; rounds $ROUNDS × ${DURATION}s; scenarios: ${SCENARIOS[*]}"
+echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), webdis $(dpkg-query -W -f='${Version}' webdis 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
+
+startup_probe
+start_servers
+sleep 1
+declare -A IDLE_RSS
+for s in mikcar-memory-1 mikcar-file-1 mikcar-memory-n mikcar-file-n; do IDLE_RSS[$s]=$(rss_kb "${PID[$s]}"); done
+preload
+
+for s in "${SCENARIOS[@]}"; do
+  echo "scenario $s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  case $s in
+    health) rounds health_targets ;;
+    kv-get) rounds kv_get_targets ;;
+    kv-set) rounds kv_set_targets ;;
+    redis) rounds redis_targets ;;
+  esac
+done
+
+report
+echo
+echo "mikcar startup → first 200 on /health (5 cold starts, --threads 1, pinned; median, min–max; RSS then):"
+for line in "${STARTUP[@]}"; do
+  read -r kind med range rss <<<"$line"
+  printf '  %-8s %6s ms  (%s ms)  RSS %s MiB\n' "$kind://" "$med" "$range" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
+done
+echo "mikcar RSS (VmRSS), idle after start → after the benchmark:"
+for s in mikcar-memory-1 mikcar-file-1 mikcar-memory-n mikcar-file-n; do
+  printf '  %-18s %6.1f MiB → %6.1f MiB\n' "$s" "$(awk -v k="${IDLE_RSS[$s]}" 'BEGIN { print k / 1024 }')" \
+    "$(awk -v k="$(rss_kb "${PID[$s]}")" 'BEGIN { print k / 1024 }')"
+done
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
