@@ -35,7 +35,6 @@ struct ServerOptions {
   std::chrono::milliseconds timeout{30'000};  // per-request deadline
   std::chrono::milliseconds shutdown_grace{10'000};
   unsigned io_threads = 0;            // 0 = number of cores
-  unsigned blocking_threads = 0;      // 0 = 2 × cores, at least 4
   bool compression = true;            // gzip responses ≥ 1 KiB when the client accepts it
   std::vector<std::string> cors_origins;  // empty = CORS off; {"*"} = any origin
   bool metrics_public = false;        // /metrics without the token

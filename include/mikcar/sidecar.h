@@ -5,6 +5,7 @@
 // thread, so a sidecar must be safe to call from several threads at once.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -30,5 +31,9 @@ class Sidecar {
   // Called once during graceful shutdown after the last request finished: flush and close.
   virtual void Shutdown() {}
 };
+
+// Runs `sidecar.Ready()` to completion on a private event loop, waiting at most `timeout`
+// (UNAVAILABLE when it takes longer). For start-up checks, before serving.
+Result<void> CheckReady(Sidecar& sidecar, std::chrono::milliseconds timeout);
 
 }  // namespace mikcar

@@ -40,20 +40,29 @@ long OpenFds() {
 
 }  // namespace
 
-void Metrics::Finished(std::string_view service, std::string_view route, std::string_view method, int status,
-                       double seconds, uint64_t bytes_in, uint64_t bytes_out) {
-  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+RouteStats* Metrics::Register(std::string_view service, std::string_view route, std::string_view method) {
   std::lock_guard lock(mu_);
-  auto key = std::make_tuple(std::string(service), std::string(route), std::string(method), status);
-  ++requests_[key];
-  Latency& lat = latency_[std::make_tuple(std::string(service), std::string(route))];
-  for (size_t i = 0; i < kBuckets.size(); ++i) {
-    if (seconds <= kBuckets[i]) ++lat.buckets[i];
+  RouteStats& stats = routes_.emplace_back();
+  stats.service = service;
+  stats.route = route;
+  stats.method = method;
+  return &stats;
+}
+
+void Metrics::Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out) {
+  constexpr auto relaxed = std::memory_order_relaxed;
+  in_flight_.fetch_sub(1, relaxed);
+  bytes_in_.fetch_add(bytes_in, relaxed);
+  bytes_out_.fetch_add(bytes_out, relaxed);
+  if (status >= 0 && status < static_cast<int>(route->by_status.size())) route->by_status[status].fetch_add(1, relaxed);
+  for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
+    if (seconds <= RouteStats::kBuckets[i]) {
+      route->buckets[i].fetch_add(1, relaxed);  // cumulative counts are summed when rendering
+      break;
+    }
   }
-  ++lat.count;
-  lat.sum += seconds;
-  bytes_in_ += bytes_in;
-  bytes_out_ += bytes_out;
+  route->count.fetch_add(1, relaxed);
+  route->sum_ns.fetch_add(static_cast<uint64_t>(seconds * 1e9), relaxed);
 }
 
 std::string Metrics::Render() const {
@@ -62,38 +71,45 @@ std::string Metrics::Render() const {
   std::lock_guard lock(mu_);
   out += "# HELP mikcar_http_requests_total HTTP requests by service, route, method and status.\n"
          "# TYPE mikcar_http_requests_total counter\n";
-  for (const auto& [key, n] : requests_) {
-    const auto& [service, route, method, status] = key;
-    out += "mikcar_http_requests_total{service=\"" + Label(service) + "\",route=\"" + Label(route) +
-           "\",method=\"" + Label(method) + "\",status=\"" + std::to_string(status) + "\"} " +
-           std::to_string(n) + "\n";
+  for (const auto& r : routes_) {
+    for (size_t status = 0; status < r.by_status.size(); ++status) {
+      uint64_t n = r.by_status[status].load();
+      if (n == 0) continue;
+      out += "mikcar_http_requests_total{service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) +
+             "\",method=\"" + Label(r.method) + "\",status=\"" + std::to_string(status) + "\"} " +
+             std::to_string(n) + "\n";
+    }
   }
   out += "# HELP mikcar_http_request_duration_seconds Request handling latency.\n"
          "# TYPE mikcar_http_request_duration_seconds histogram\n";
-  for (const auto& [key, lat] : latency_) {
-    const auto& [service, route] = key;
-    std::string labels = "service=\"" + Label(service) + "\",route=\"" + Label(route) + "\"";
-    for (size_t i = 0; i < kBuckets.size(); ++i) {
-      std::snprintf(line, sizeof line, "{%s,le=\"%g\"} %llu\n", labels.c_str(), kBuckets[i],
-                    static_cast<unsigned long long>(lat.buckets[i]));
+  for (const auto& r : routes_) {
+    uint64_t count = r.count.load();
+    if (count == 0) continue;
+    std::string labels = "service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) + "\",method=\"" +
+                         Label(r.method) + "\"";
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
+      cumulative += r.buckets[i].load();
+      std::snprintf(line, sizeof line, "{%s,le=\"%g\"} %llu\n", labels.c_str(), RouteStats::kBuckets[i],
+                    static_cast<unsigned long long>(cumulative));
       out += "mikcar_http_request_duration_seconds_bucket";
       out += line;
     }
-    out += "mikcar_http_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " + std::to_string(lat.count) + "\n";
-    std::snprintf(line, sizeof line, "{%s} %.9f\n", labels.c_str(), lat.sum);
+    out += "mikcar_http_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " + std::to_string(count) + "\n";
+    std::snprintf(line, sizeof line, "{%s} %.9f\n", labels.c_str(), static_cast<double>(r.sum_ns.load()) / 1e9);
     out += "mikcar_http_request_duration_seconds_sum";
     out += line;
-    out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(lat.count) + "\n";
+    out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(count) + "\n";
   }
   out += "# HELP mikcar_http_requests_in_flight Requests being handled now.\n"
          "# TYPE mikcar_http_requests_in_flight gauge\n"
          "mikcar_http_requests_in_flight " + std::to_string(in_flight_.load()) + "\n";
   out += "# HELP mikcar_http_request_bytes_total Request body bytes received.\n"
          "# TYPE mikcar_http_request_bytes_total counter\n"
-         "mikcar_http_request_bytes_total " + std::to_string(bytes_in_) + "\n";
+         "mikcar_http_request_bytes_total " + std::to_string(bytes_in_.load()) + "\n";
   out += "# HELP mikcar_http_response_bytes_total Response body bytes sent.\n"
          "# TYPE mikcar_http_response_bytes_total counter\n"
-         "mikcar_http_response_bytes_total " + std::to_string(bytes_out_) + "\n";
+         "mikcar_http_response_bytes_total " + std::to_string(bytes_out_.load()) + "\n";
   out += "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
          "# TYPE process_resident_memory_bytes gauge\n"
          "process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";

@@ -18,11 +18,14 @@
 
 namespace mikcar::http {
 
+struct RouteStats;
+
 struct RouteEntry {
   std::string service;  // "kv", or "" for the server's own routes
   std::string pattern;  // full mounted pattern, e.g. "/kv/get/{key}", used as the metrics label
   Handler handler;
   Access access = Access::kToken;
+  RouteStats* stats = nullptr;  // metrics of this route, set by the server
 };
 
 struct RouteMatch {

@@ -51,10 +51,18 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
+// A request and the parsed message its header views point into, in one allocation.
+struct Exchange {
+  bhttp::request<bhttp::string_body> message;
+  Request request;
+};
+
 // Runs `op` and waits for it until `deadline`. nullopt when the deadline passed first; the
-// operation then keeps running detached and its result is dropped (it owns what it uses).
+// operation then keeps running detached and its result is dropped; `keep` (shared with the
+// completion) keeps what it uses alive until it ends.
 template <typename T>
-asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op, Clock::time_point deadline) {
+asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op, Clock::time_point deadline,
+                                                       std::shared_ptr<void> keep = nullptr) {
   auto ex = co_await asio::this_coro::executor;
   struct State {
     explicit State(asio::any_io_executor ex, Clock::time_point d) : timer(ex, d) {}
@@ -62,7 +70,7 @@ asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>
     asio::steady_timer timer;
   };
   auto state = std::make_shared<State>(ex, deadline);
-  asio::co_spawn(ex, std::move(op), [state](std::exception_ptr error, Result<T> result) {
+  auto done = [state, keep = std::move(keep)](std::exception_ptr error, Result<T> result) {
     if (error) {
       try {
         std::rethrow_exception(error);
@@ -76,7 +84,8 @@ asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>
       state->result = std::move(result);
     }
     state->timer.cancel();
-  });
+  };
+  asio::co_spawn(ex, std::move(op), std::move(done));
   if (!state->result) co_await state->timer.async_wait(kTuple);
   co_return std::move(state->result);
 }
@@ -132,7 +141,14 @@ struct Server::Impl {
 
   asio::io_context& NextContext() { return *contexts[next_context++ % contexts.size()]; }
 
+  RouteStats* unmatched = nullptr;  // metrics of requests no route took
+
   Result<void> AddRoutes();
+  Result<void> AddRoute(std::string_view method, RouteEntry entry) {
+    entry.stats = metrics.Register(entry.service, entry.pattern, method);
+    std::string pattern = entry.pattern;
+    return router.Add(method, pattern, std::move(entry));
+  }
   asio::awaitable<Result<Response>> Ready(Request& request);
 
   template <typename Acceptor>
@@ -154,10 +170,9 @@ Result<void> Server::Impl::AddRoutes() {
     co_return Response::Json(R"({"status":"healthy"})");
   };
   for (const char* method : {"GET", "HEAD"}) {
-    if (auto r = router.Add(method, "/health", RouteEntry{"", "/health", health, Access::kPublic}); !r) return r;
+    if (auto r = AddRoute(method, RouteEntry{"", "/health", health, Access::kPublic}); !r) return r;
   }
-  if (auto r = router.Add("GET", "/health/ready",
-                          RouteEntry{"", "/health/ready", [this](Request& req) { return Ready(req); },
+  if (auto r = AddRoute("GET", RouteEntry{"", "/health/ready", [this](Request& req) { return Ready(req); },
                                      Access::kOptional});
       !r) {
     return r;
@@ -165,8 +180,7 @@ Result<void> Server::Impl::AddRoutes() {
   auto metrics_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
     co_return Response::Bytes(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8");
   };
-  if (auto r = router.Add("GET", "/metrics",
-                          RouteEntry{"", "/metrics", metrics_handler,
+  if (auto r = AddRoute("GET", RouteEntry{"", "/metrics", metrics_handler,
                                      options.metrics_public ? Access::kPublic : Access::kToken});
       !r) {
     return r;
@@ -175,8 +189,7 @@ Result<void> Server::Impl::AddRoutes() {
     std::string prefix = options.mount_at_root ? "" : "/" + service->name();
     for (mikcar::Route& route : service->Routes()) {
       std::string pattern = prefix + route.pattern;
-      auto r = router.Add(route.method, pattern,
-                          RouteEntry{service->name(), pattern, std::move(route.handler), route.access});
+      auto r = AddRoute(route.method, RouteEntry{service->name(), pattern, std::move(route.handler), route.access});
       if (!r) return r;
     }
   }
@@ -338,10 +351,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     const unsigned version = parser.get().version();
     bool keep_alive = parser.get().keep_alive();
-    // The parsed header, for the trace id and CORS headers of an early answer.
+    // For an early answer: the parsed header's trace id and CORS headers (built only then).
     Request context;
-    for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
     auto early_trace_id = [&] {
+      for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
       return ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
     };
     if (auto length = parser.content_length(); length && *length > options.max_body) {
@@ -392,8 +405,9 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     conn->timer.cancel();
 
     // The message moves to the heap so a handler that outlives its deadline still owns it.
-    auto message = std::make_shared<bhttp::request<bhttp::string_body>>(parser.release());
-    auto request = std::make_shared<Request>();
+    auto exchange = std::make_shared<Exchange>(Exchange{parser.release(), {}});
+    auto* message = &exchange->message;
+    auto* request = &exchange->request;
     request->method = std::string(message->method_string());
     std::string_view target = message->target();
     size_t q = target.find('?');
@@ -410,7 +424,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     const uint64_t bytes_in = request->body.size();
 
     metrics.Started();
-    std::string_view service = "", route = "unmatched";
+    RouteStats* stats = unmatched;
     Response response;
     if (target.empty() || target.front() != '/') {
       response = ErrorResponse(Error{ErrorCode::kBadRequest, "request target must be an absolute path such as /kv/get/key", {}});
@@ -418,17 +432,9 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     } else if (Routed routed = Route(*request); routed.entry == nullptr) {
       response = std::move(routed.response);
     } else {
-      service = routed.entry->service;
-      route = routed.entry->pattern;
-      // The coroutine owns the request and its message, so a handler that outlives its
-      // deadline still has valid data.
-      auto call = [](const Handler* handler, std::shared_ptr<Request> req,
-                     std::shared_ptr<void> keep) -> asio::awaitable<Result<Response>> {
-        (void)keep;
-        co_return co_await (*handler)(*req);
-      };
-      auto op = call(&routed.entry->handler, request, message);
-      auto result = co_await WithDeadline(std::move(op), deadline);
+      stats = routed.entry->stats;
+      auto op = routed.entry->handler(*request);
+      auto result = co_await WithDeadline(std::move(op), deadline, exchange);
       if (!result) {
         response = ErrorResponse(Error{ErrorCode::kTimeout, "request not handled within the " +
                                                                 std::to_string(options.timeout.count()) +
@@ -446,7 +452,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     out.keep_alive(keep_alive && !stopping);
     const int status = response.status;
     std::chrono::duration<double> elapsed = Clock::now() - request_start;
-    metrics.Finished(service, route, request->method, status, elapsed.count(), bytes_in, bytes_out);
+    metrics.Finished(stats, status, elapsed.count(), bytes_in, bytes_out);
     spdlog::debug("{} {} {} {:.3f}ms trace={}", request->method, request->path, status, elapsed.count() * 1e3,
                   request->trace_id);
     conn->Arm(Clock::now() + options.timeout);
@@ -568,6 +574,7 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, std::vecto
   impl->options = std::move(options);
   impl->services = std::move(services);
   impl->auth = TokenAuth(impl->options.auth_token);
+  impl->unmatched = impl->metrics.Register("", "unmatched", "");
   if (auto r = impl->AddRoutes(); !r) return Fail(r.error());
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }

@@ -57,8 +57,9 @@ std::string Encode(uint64_t version, int64_t expires, std::string_view content_t
   std::memcpy(p + 8, &expires, 8);
   std::memcpy(p + 16, &ct, 2);
   std::memcpy(p + 18, &fk, 2);
-  std::memcpy(p + kHeader, content_type.data(), ct);
-  std::memcpy(p + kHeader + ct, full_key.data(), fk);
+  // Empty views may have a null data(): memcpy must not see it even for 0 bytes.
+  if (ct) std::memcpy(p + kHeader, content_type.data(), ct);
+  if (fk) std::memcpy(p + kHeader + ct, full_key.data(), fk);
   if (!value.empty()) std::memcpy(p + kHeader + ct + fk, value.data(), value.size());
   return out;
 }
