@@ -1,8 +1,8 @@
 // A bounded pool of threads for blocking libraries (filesystem, SQLite, LMDB writes, …).
 //
 // Handlers `co_await pool.Run(fn)`: `fn` runs on a pool thread and the coroutine resumes on its
-// own executor with the result, so an I/O thread never blocks. The queue is bounded: when
-// `max_queued` jobs are waiting, Run() fails with UNAVAILABLE instead of growing without limit.
+// own executor with the result, so an I/O thread never blocks. It is bounded: when `max_queued`
+// jobs are queued or running, Run() fails with UNAVAILABLE instead of growing without limit.
 // Thread-safe.
 #pragma once
 
@@ -33,8 +33,9 @@ class BlockingPool {
     }
     auto start = [this, fn = std::move(fn)](auto done) mutable {
       boost::asio::post(pool_, [this, fn = std::move(fn), done] {
+        auto result = fn();
         queued_.fetch_sub(1, std::memory_order_relaxed);
-        done->Complete(fn());
+        done->Complete(std::move(result));
       });
     };
     co_return co_await Suspend<typename R::value_type>(std::move(start));

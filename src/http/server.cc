@@ -672,6 +672,11 @@ void Server::Stop() {
   for (auto& ctx : s.contexts) ctx->stop();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
+  // The posted close may not have run before stop(): no thread runs now, so close here too, or
+  // the kernel would keep accepting connections into the backlog of a dead server.
+  boost::system::error_code ignored;
+  if (s.tcp_acceptor) s.tcp_acceptor->close(ignored);
+  if (s.unix_acceptor) s.unix_acceptor->close(ignored);
   if (!s.options.unix_socket.empty() && s.unix_acceptor) ::unlink(s.options.unix_socket.c_str());
 }
 
