@@ -23,7 +23,8 @@ class HelloSidecar final : public mikcar::Sidecar {
          [](mikcar::Request& request) -> boost::asio::awaitable<mikcar::Result<mikcar::Response>> {
            std::string name(request.param("name"));
            if (name.size() > 64) {
-             co_return mikcar::Fail(mikcar::ErrorCode::kBadRequest, "name: expected at most 64 bytes");
+             co_return mikcar::Fail(mikcar::ErrorCode::kBadRequest,
+                                    "name: expected at most 64 bytes");
            }
            co_return mikcar::Response::Bytes("hello, " + name + "\n", "text/plain; charset=utf-8");
          }},

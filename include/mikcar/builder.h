@@ -1,9 +1,10 @@
 // `SidecarBuilder`: embed mikcar's HTTP server and services in another C++ program.
 //
 //   auto kv = mikcar::KvService::FromUrl("memory://");
-//   auto server = mikcar::SidecarBuilder{}.port(0).auth_token("secret").add(std::move(*kv)).start();
-//   if (!server) { /* server.error().message */ }
-//   int port = server->port();   // the handle's destructor stops the server cleanly
+//   auto server =
+//   mikcar::SidecarBuilder{}.port(0).auth_token("secret").add(std::move(*kv)).start(); if (!server)
+//   { /* server.error().message */ } int port = server->port();   // the handle's destructor stops
+//   the server cleanly
 //
 // `serve()` blocks until SIGINT/SIGTERM (graceful: in-flight requests finish, up to 10 s);
 // `start()` runs the server on internal threads and returns at once.
@@ -26,19 +27,19 @@ class Server;
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  uint16_t port = 3001;               // 0 = pick a free port
-  bool tcp = true;                    // listen on TCP (off with --no-tcp)
-  std::string unix_socket;            // also listen here when not empty (mode 0660)
-  std::string auth_token;             // empty = no token
-  bool no_auth = false;               // allow a non-loopback bind without a token
-  uint64_t max_body = 10ull << 20;    // JSON/KV body limit in bytes
+  uint16_t port = 3001;                       // 0 = pick a free port
+  bool tcp = true;                            // listen on TCP (off with --no-tcp)
+  std::string unix_socket;                    // also listen here when not empty (mode 0660)
+  std::string auth_token;                     // empty = no token
+  bool no_auth = false;                       // allow a non-loopback bind without a token
+  uint64_t max_body = 10ull << 20;            // JSON/KV body limit in bytes
   std::chrono::milliseconds timeout{30'000};  // per-request deadline
   std::chrono::milliseconds shutdown_grace{10'000};
-  unsigned io_threads = 0;            // 0 = number of cores
-  bool compression = true;            // gzip responses ≥ 1 KiB when the client accepts it
+  unsigned io_threads = 0;                // 0 = number of cores
+  bool compression = true;                // gzip responses ≥ 1 KiB when the client accepts it
   std::vector<std::string> cors_origins;  // empty = CORS off; {"*"} = any origin
-  bool metrics_public = false;        // /metrics without the token
-  bool mount_at_root = false;         // single-service mode: routes at "/" instead of "/<name>"
+  bool metrics_public = false;            // /metrics without the token
+  bool mount_at_root = false;             // single-service mode: routes at "/" instead of "/<name>"
 };
 
 // A running server. Destroying it stops the server (graceful, bounded by shutdown_grace).
@@ -65,15 +66,42 @@ class SidecarBuilder {
   SidecarBuilder() = default;
   explicit SidecarBuilder(ServerOptions options) : options_(std::move(options)) {}
 
-  SidecarBuilder& port(uint16_t port) { options_.port = port; return *this; }
-  SidecarBuilder& host(std::string host) { options_.host = std::move(host); return *this; }
-  SidecarBuilder& unix_socket(std::string path) { options_.unix_socket = std::move(path); return *this; }
-  SidecarBuilder& auth_token(std::string token) { options_.auth_token = std::move(token); return *this; }
-  SidecarBuilder& no_auth(bool on = true) { options_.no_auth = on; return *this; }
-  SidecarBuilder& max_body(uint64_t bytes) { options_.max_body = bytes; return *this; }
-  SidecarBuilder& timeout(std::chrono::milliseconds t) { options_.timeout = t; return *this; }
-  SidecarBuilder& io_threads(unsigned n) { options_.io_threads = n; return *this; }
-  SidecarBuilder& mount_at_root(bool on = true) { options_.mount_at_root = on; return *this; }
+  SidecarBuilder& port(uint16_t port) {
+    options_.port = port;
+    return *this;
+  }
+  SidecarBuilder& host(std::string host) {
+    options_.host = std::move(host);
+    return *this;
+  }
+  SidecarBuilder& unix_socket(std::string path) {
+    options_.unix_socket = std::move(path);
+    return *this;
+  }
+  SidecarBuilder& auth_token(std::string token) {
+    options_.auth_token = std::move(token);
+    return *this;
+  }
+  SidecarBuilder& no_auth(bool on = true) {
+    options_.no_auth = on;
+    return *this;
+  }
+  SidecarBuilder& max_body(uint64_t bytes) {
+    options_.max_body = bytes;
+    return *this;
+  }
+  SidecarBuilder& timeout(std::chrono::milliseconds t) {
+    options_.timeout = t;
+    return *this;
+  }
+  SidecarBuilder& io_threads(unsigned n) {
+    options_.io_threads = n;
+    return *this;
+  }
+  SidecarBuilder& mount_at_root(bool on = true) {
+    options_.mount_at_root = on;
+    return *this;
+  }
   SidecarBuilder& add(std::unique_ptr<Sidecar> service) {
     services_.push_back(std::move(service));
     return *this;

@@ -8,10 +8,9 @@
 
 #include <string>
 #include <string_view>
+#include <tl/expected.hpp>
 #include <utility>
 #include <vector>
-
-#include <tl/expected.hpp>
 
 namespace mikcar {
 
@@ -34,8 +33,8 @@ enum class ErrorCode {
   kUnavailable,           // 503 UNAVAILABLE
   kBackendTimeout,        // 504 BACKEND_TIMEOUT
   // Service codes.
-  kNotAnInteger,          // 409 NOT_AN_INTEGER (kv increment)
-  kOverflow,              // 409 OVERFLOW (kv increment)
+  kNotAnInteger,  // 409 NOT_AN_INTEGER (kv increment)
+  kOverflow,      // 409 OVERFLOW (kv increment)
 };
 
 // The wire name of a code, e.g. "NOT_FOUND".

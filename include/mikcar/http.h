@@ -6,6 +6,7 @@
 // and are valid for the duration of the handler call.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -13,8 +14,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
 
 #include "mikcar/error.h"
 

@@ -35,7 +35,8 @@ class BackendRegistry {
   Result<void> Register(Entry entry) {
     for (const auto& scheme : entry.schemes) {
       if (Find(scheme) != nullptr) {
-        return Fail(ErrorCode::kConflict, "backend scheme '" + scheme + "://' is already registered");
+        return Fail(ErrorCode::kConflict,
+                    "backend scheme '" + scheme + "://' is already registered");
       }
     }
     entries_.push_back(std::move(entry));

@@ -5,11 +5,10 @@
 // thread, so a sidecar must be safe to call from several threads at once.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <string>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
 
 #include "mikcar/error.h"
 #include "mikcar/http.h"

@@ -8,15 +8,14 @@
 // The coroutine resumes on its own executor, never on the completing thread.
 #pragma once
 
-#include <memory>
-#include <utility>
-
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <memory>
+#include <utility>
 
 #include "mikcar/error.h"
 
@@ -27,13 +26,15 @@ class Completion {
  public:
   template <typename Handler>
   explicit Completion(Handler&& handler)
-      : executor_(boost::asio::get_associated_executor(handler)), handler_(std::forward<Handler>(handler)) {}
+      : executor_(boost::asio::get_associated_executor(handler)),
+        handler_(std::forward<Handler>(handler)) {}
 
   // Resumes the awaiting coroutine with `result`. Call exactly once, from any thread.
   void Complete(Result<T> result) {
-    boost::asio::post(executor_, [handler = std::move(handler_), result = std::move(result)]() mutable {
-      std::move(handler)(std::move(result));
-    });
+    boost::asio::post(executor_,
+                      [handler = std::move(handler_), result = std::move(result)]() mutable {
+                        std::move(handler)(std::move(result));
+                      });
   }
 
  private:

@@ -7,11 +7,10 @@
 #pragma once
 
 #include <atomic>
-#include <memory>
-#include <type_traits>
-
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <memory>
+#include <type_traits>
 
 #include "common/async.h"
 #include "mikcar/error.h"
@@ -29,7 +28,8 @@ class BlockingPool {
     using R = std::invoke_result_t<Fn>;
     if (queued_.fetch_add(1, std::memory_order_relaxed) >= max_queued_) {
       queued_.fetch_sub(1, std::memory_order_relaxed);
-      co_return Fail(ErrorCode::kUnavailable, "server busy: the blocking worker pool queue is full");
+      co_return Fail(ErrorCode::kUnavailable,
+                     "server busy: the blocking worker pool queue is full");
     }
     auto start = [this, fn = std::move(fn)](auto done) mutable {
       boost::asio::post(pool_, [this, fn = std::move(fn), done] {

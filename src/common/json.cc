@@ -1,8 +1,9 @@
 #include "common/json.h"
 
+#include <strings.h>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <strings.h>
 
 namespace mikcar {
 
@@ -11,13 +12,23 @@ bool IsValidUtf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   while (i < n) {
     unsigned char c = p[i];
-    if (c < 0x80) { ++i; continue; }
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
     size_t len;
     uint32_t cp;
-    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+      cp = c & 0x07;
+    } else
+      return false;
     if (i + len > n) return false;
     for (size_t k = 1; k < len; ++k) {
       if ((p[i + k] & 0xC0) != 0x80) return false;
@@ -40,11 +51,21 @@ std::string JsonQuote(std::string_view s) {
   bool utf8 = IsValidUtf8(s);
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20 || (!utf8 && c >= 0x80)) {
           out += "\\u00";
@@ -64,8 +85,8 @@ Result<boost::json::value> ParseJsonBody(const Request& request, std::string_vie
   if (!type.empty()) {
     std::string_view media = type.substr(0, type.find(';'));
     while (!media.empty() && media.back() == ' ') media.remove_suffix(1);
-    bool json = strncasecmp(media.data(), "application/json", media.size()) == 0 &&
-                media.size() == 16;
+    bool json =
+        strncasecmp(media.data(), "application/json", media.size()) == 0 && media.size() == 16;
     bool plus_json = media.size() > 17 && strncasecmp(media.data(), "application/", 12) == 0 &&
                      strncasecmp(media.data() + media.size() - 5, "+json", 5) == 0;
     if (!json && !plus_json) {
@@ -77,14 +98,16 @@ Result<boost::json::value> ParseJsonBody(const Request& request, std::string_vie
   boost::json::value value = boost::json::parse(request.body, ec);
   if (ec) {
     std::string got = request.body.empty() ? "empty body" : "malformed JSON (" + ec.message() + ")";
-    return Fail(ErrorCode::kBadRequest, "expected JSON body " + std::string(expected) + "; got: " + got);
+    return Fail(ErrorCode::kBadRequest,
+                "expected JSON body " + std::string(expected) + "; got: " + got);
   }
   return value;
 }
 
 Error WrongShape(std::string_view expected, std::string_view got) {
   return Error{ErrorCode::kUnprocessable,
-               "expected JSON body " + std::string(expected) + "; got: " + std::string(got), {}};
+               "expected JSON body " + std::string(expected) + "; got: " + std::string(got),
+               {}};
 }
 
 }  // namespace mikcar

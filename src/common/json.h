@@ -1,10 +1,9 @@
 // JSON helpers shared by the HTTP core and the services (Boost.JSON).
 #pragma once
 
+#include <boost/json/value.hpp>
 #include <string>
 #include <string_view>
-
-#include <boost/json/value.hpp>
 
 #include "mikcar/error.h"
 #include "mikcar/http.h"

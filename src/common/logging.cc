@@ -1,11 +1,11 @@
 #include "common/logging.h"
 
-#include <memory>
-#include <string>
-
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <memory>
+#include <string>
 
 #include "common/json.h"
 
@@ -15,7 +15,8 @@ namespace {
 // %* : the message as a JSON string (quotes included), for --log-format json.
 class JsonMessageFlag final : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     std::string quoted = JsonQuote(std::string_view(msg.payload.data(), msg.payload.size()));
     dest.append(quoted.data(), quoted.data() + quoted.size());
   }
@@ -29,10 +30,12 @@ class JsonMessageFlag final : public spdlog::custom_flag_formatter {
 Result<void> ConfigureLogging(std::string_view level, std::string_view format) {
   auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") {
-    return Fail(ErrorCode::kBadRequest, "MIKCAR_LOG: expected trace, debug, info, warn, error or off; got '" +
-                                            std::string(level) + "'");
+    return Fail(ErrorCode::kBadRequest,
+                "MIKCAR_LOG: expected trace, debug, info, warn, error or off; got '" +
+                    std::string(level) + "'");
   }
-  auto logger = std::make_shared<spdlog::logger>("mikcar", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("mikcar", std::make_shared<spdlog::sinks::stderr_sink_mt>());
   auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   if (format == "json") {
     formatter->add_flag<JsonMessageFlag>('*').set_pattern(

@@ -23,9 +23,11 @@ std::string Lower(std::string_view s) {
 
 // Query parameter names whose values are credentials.
 bool IsSecretParam(std::string_view name) {
-  static constexpr std::array kSecret = {"password", "pass", "pwd", "token", "key", "secret",
-                                         "access_key_id", "secret_access_key", "session_token",
-                                         "sig", "signature", "sas", "account_key", "auth"};
+  static constexpr std::array kSecret = {
+      "password",      "pass",   "pwd",           "token",
+      "key",           "secret", "access_key_id", "secret_access_key",
+      "session_token", "sig",    "signature",     "sas",
+      "account_key",   "auth"};
   std::string lower = Lower(name);
   for (std::string_view s : kSecret) {
     if (lower == s || lower.find(s) != std::string::npos) return true;
@@ -42,11 +44,13 @@ Result<std::string> PercentDecode(std::string_view in, bool plus_is_space) {
     char c = in[i];
     if (c == '%') {
       if (i + 2 >= in.size()) {
-        return Fail(ErrorCode::kBadRequest, "malformed percent-encoding: '%' must be followed by two hex digits");
+        return Fail(ErrorCode::kBadRequest,
+                    "malformed percent-encoding: '%' must be followed by two hex digits");
       }
       int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
       if (hi < 0 || lo < 0) {
-        return Fail(ErrorCode::kBadRequest, "malformed percent-encoding: '%' must be followed by two hex digits");
+        return Fail(ErrorCode::kBadRequest,
+                    "malformed percent-encoding: '%' must be followed by two hex digits");
       }
       out.push_back(static_cast<char>(hi * 16 + lo));
       i += 2;
@@ -70,12 +74,14 @@ Result<Uri> ParseUri(std::string_view url) {
   Uri uri;
   size_t colon = url.find(':');
   if (colon == std::string_view::npos || colon == 0) {
-    return Fail(ErrorCode::kBadRequest, "malformed URL: expected scheme://..., e.g. memory:// or file:///var/lib/mikcar");
+    return Fail(ErrorCode::kBadRequest,
+                "malformed URL: expected scheme://..., e.g. memory:// or file:///var/lib/mikcar");
   }
   uri.scheme = Lower(url.substr(0, colon));
   for (char c : uri.scheme) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') {
-      return Fail(ErrorCode::kBadRequest, "malformed URL: invalid character in scheme; expected scheme://...");
+      return Fail(ErrorCode::kBadRequest,
+                  "malformed URL: invalid character in scheme; expected scheme://...");
     }
   }
   std::string_view rest = url.substr(colon + 1);
@@ -89,7 +95,8 @@ Result<Uri> ParseUri(std::string_view url) {
     rest.remove_prefix(2);
     size_t slash = rest.find('/');
     std::string_view authority = rest.substr(0, slash);
-    std::string_view path = slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
+    std::string_view path =
+        slash == std::string_view::npos ? std::string_view{} : rest.substr(slash);
     if (size_t at = authority.rfind('@'); at != std::string_view::npos) {
       std::string_view userinfo = authority.substr(0, at);
       authority = authority.substr(at + 1);
@@ -100,7 +107,8 @@ Result<Uri> ParseUri(std::string_view url) {
       }
       auto u = PercentDecode(user);
       auto p = PercentDecode(pass);
-      if (!u || !p) return Fail(ErrorCode::kBadRequest, "malformed URL: bad percent-encoding in user info");
+      if (!u || !p)
+        return Fail(ErrorCode::kBadRequest, "malformed URL: bad percent-encoding in user info");
       uri.user = std::move(*u);
       uri.password = std::move(*p);
     }
@@ -108,12 +116,14 @@ Result<Uri> ParseUri(std::string_view url) {
     if (authority.starts_with('[')) {  // IPv6 literal
       size_t close = authority.find(']');
       if (close == std::string_view::npos) {
-        return Fail(ErrorCode::kBadRequest, "malformed URL: unterminated IPv6 address; expected [addr]:port");
+        return Fail(ErrorCode::kBadRequest,
+                    "malformed URL: unterminated IPv6 address; expected [addr]:port");
       }
       host = authority.substr(1, close - 1);
       std::string_view after = authority.substr(close + 1);
       if (!after.empty()) {
-        if (after[0] != ':') return Fail(ErrorCode::kBadRequest, "malformed URL: expected ':' after ']'");
+        if (after[0] != ':')
+          return Fail(ErrorCode::kBadRequest, "malformed URL: expected ':' after ']'");
         port = after.substr(1);
       }
     } else if (size_t c = authority.rfind(':'); c != std::string_view::npos) {
@@ -149,8 +159,10 @@ Result<Uri> ParseUri(std::string_view url) {
     if (pair.empty()) continue;
     size_t eq = pair.find('=');
     auto k = PercentDecode(pair.substr(0, eq), true);
-    auto v = PercentDecode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1), true);
-    if (!k || !v) return Fail(ErrorCode::kBadRequest, "malformed URL: bad percent-encoding in query");
+    auto v = PercentDecode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1),
+                           true);
+    if (!k || !v)
+      return Fail(ErrorCode::kBadRequest, "malformed URL: bad percent-encoding in query");
     uri.query.emplace_back(std::move(*k), std::move(*v));
   }
   return uri;
@@ -171,7 +183,9 @@ std::string RedactUri(std::string_view url) {
   if (scheme_end != std::string_view::npos) {
     size_t auth_start = scheme_end + 3;
     size_t auth_end = rest.find('/', auth_start);
-    std::string_view authority = rest.substr(auth_start, auth_end == std::string_view::npos ? std::string_view::npos : auth_end - auth_start);
+    std::string_view authority =
+        rest.substr(auth_start, auth_end == std::string_view::npos ? std::string_view::npos
+                                                                   : auth_end - auth_start);
     size_t at = authority.rfind('@');
     if (at != std::string_view::npos) {
       std::string_view userinfo = authority.substr(0, at);

@@ -15,7 +15,8 @@ TokenAuth::TokenAuth(std::string_view token) : enabled_(!token.empty()) {
 Result<void> TokenAuth::Check(std::string_view authorization) const {
   if (!enabled_) return {};
   if (authorization.empty()) {
-    return Fail(ErrorCode::kUnauthorized, "missing Authorization header; expected 'Authorization: Bearer <token>'");
+    return Fail(ErrorCode::kUnauthorized,
+                "missing Authorization header; expected 'Authorization: Bearer <token>'");
   }
   constexpr std::string_view kScheme = "Bearer ";
   // HTTP parsers strip trailing whitespace, so "Bearer " with an empty token arrives as "Bearer".
@@ -26,13 +27,15 @@ Result<void> TokenAuth::Check(std::string_view authorization) const {
   }
   if (authorization.size() < kScheme.size() ||
       strncasecmp(authorization.data(), kScheme.data(), kScheme.size()) != 0) {
-    return Fail(ErrorCode::kUnauthorized, "unsupported authorization scheme; expected 'Authorization: Bearer <token>'");
+    return Fail(ErrorCode::kUnauthorized,
+                "unsupported authorization scheme; expected 'Authorization: Bearer <token>'");
   }
   std::string_view token = authorization.substr(kScheme.size());
   while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
   while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
   if (token.empty()) {
-    return Fail(ErrorCode::kUnauthorized, "empty bearer token; expected 'Authorization: Bearer <token>'");
+    return Fail(ErrorCode::kUnauthorized,
+                "empty bearer token; expected 'Authorization: Bearer <token>'");
   }
   std::array<unsigned char, 32> presented{};
   SHA256(reinterpret_cast<const unsigned char*>(token.data()), token.size(), presented.data());

@@ -13,7 +13,10 @@ std::string Label(std::string_view v) {
   std::string out;
   for (char c : v) {
     if (c == '\\' || c == '"') out.push_back('\\');
-    if (c == '\n') { out += "\\n"; continue; }
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
     out.push_back(c);
   }
   return out;
@@ -40,7 +43,8 @@ long OpenFds() {
 
 }  // namespace
 
-RouteStats* Metrics::Register(std::string_view service, std::string_view route, std::string_view method) {
+RouteStats* Metrics::Register(std::string_view service, std::string_view route,
+                              std::string_view method) {
   std::lock_guard lock(mu_);
   RouteStats& stats = routes_.emplace_back();
   stats.service = service;
@@ -49,12 +53,14 @@ RouteStats* Metrics::Register(std::string_view service, std::string_view route, 
   return &stats;
 }
 
-void Metrics::Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out) {
+void Metrics::Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in,
+                       uint64_t bytes_out) {
   constexpr auto relaxed = std::memory_order_relaxed;
   in_flight_.fetch_sub(1, relaxed);
   bytes_in_.fetch_add(bytes_in, relaxed);
   bytes_out_.fetch_add(bytes_out, relaxed);
-  if (status >= 0 && status < static_cast<int>(route->by_status.size())) route->by_status[status].fetch_add(1, relaxed);
+  if (status >= 0 && status < static_cast<int>(route->by_status.size()))
+    route->by_status[status].fetch_add(1, relaxed);
   for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
     if (seconds <= RouteStats::kBuckets[i]) {
       route->buckets[i].fetch_add(1, relaxed);  // cumulative counts are summed when rendering
@@ -69,53 +75,68 @@ std::string Metrics::Render() const {
   std::string out;
   char line[512];
   std::lock_guard lock(mu_);
-  out += "# HELP mikcar_http_requests_total HTTP requests by service, route, method and status.\n"
-         "# TYPE mikcar_http_requests_total counter\n";
+  out +=
+      "# HELP mikcar_http_requests_total HTTP requests by service, route, method and status.\n"
+      "# TYPE mikcar_http_requests_total counter\n";
   for (const auto& r : routes_) {
     for (size_t status = 0; status < r.by_status.size(); ++status) {
       uint64_t n = r.by_status[status].load();
       if (n == 0) continue;
-      out += "mikcar_http_requests_total{service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) +
-             "\",method=\"" + Label(r.method) + "\",status=\"" + std::to_string(status) + "\"} " +
-             std::to_string(n) + "\n";
+      out += "mikcar_http_requests_total{service=\"" + Label(r.service) + "\",route=\"" +
+             Label(r.route) + "\",method=\"" + Label(r.method) + "\",status=\"" +
+             std::to_string(status) + "\"} " + std::to_string(n) + "\n";
     }
   }
-  out += "# HELP mikcar_http_request_duration_seconds Request handling latency.\n"
-         "# TYPE mikcar_http_request_duration_seconds histogram\n";
+  out +=
+      "# HELP mikcar_http_request_duration_seconds Request handling latency.\n"
+      "# TYPE mikcar_http_request_duration_seconds histogram\n";
   for (const auto& r : routes_) {
     uint64_t count = r.count.load();
     if (count == 0) continue;
-    std::string labels = "service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) + "\",method=\"" +
-                         Label(r.method) + "\"";
+    std::string labels = "service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) +
+                         "\",method=\"" + Label(r.method) + "\"";
     uint64_t cumulative = 0;
     for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
       cumulative += r.buckets[i].load();
-      std::snprintf(line, sizeof line, "{%s,le=\"%g\"} %llu\n", labels.c_str(), RouteStats::kBuckets[i],
-                    static_cast<unsigned long long>(cumulative));
+      std::snprintf(line, sizeof line, "{%s,le=\"%g\"} %llu\n", labels.c_str(),
+                    RouteStats::kBuckets[i], static_cast<unsigned long long>(cumulative));
       out += "mikcar_http_request_duration_seconds_bucket";
       out += line;
     }
-    out += "mikcar_http_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " + std::to_string(count) + "\n";
-    std::snprintf(line, sizeof line, "{%s} %.9f\n", labels.c_str(), static_cast<double>(r.sum_ns.load()) / 1e9);
+    out += "mikcar_http_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " +
+           std::to_string(count) + "\n";
+    std::snprintf(line, sizeof line, "{%s} %.9f\n", labels.c_str(),
+                  static_cast<double>(r.sum_ns.load()) / 1e9);
     out += "mikcar_http_request_duration_seconds_sum";
     out += line;
-    out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(count) + "\n";
+    out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(count) +
+           "\n";
   }
-  out += "# HELP mikcar_http_requests_in_flight Requests being handled now.\n"
-         "# TYPE mikcar_http_requests_in_flight gauge\n"
-         "mikcar_http_requests_in_flight " + std::to_string(in_flight_.load()) + "\n";
-  out += "# HELP mikcar_http_request_bytes_total Request body bytes received.\n"
-         "# TYPE mikcar_http_request_bytes_total counter\n"
-         "mikcar_http_request_bytes_total " + std::to_string(bytes_in_.load()) + "\n";
-  out += "# HELP mikcar_http_response_bytes_total Response body bytes sent.\n"
-         "# TYPE mikcar_http_response_bytes_total counter\n"
-         "mikcar_http_response_bytes_total " + std::to_string(bytes_out_.load()) + "\n";
-  out += "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-         "# TYPE process_resident_memory_bytes gauge\n"
-         "process_resident_memory_bytes " + std::to_string(ResidentBytes()) + "\n";
-  out += "# HELP process_open_fds Number of open file descriptors.\n"
-         "# TYPE process_open_fds gauge\n"
-         "process_open_fds " + std::to_string(OpenFds()) + "\n";
+  out +=
+      "# HELP mikcar_http_requests_in_flight Requests being handled now.\n"
+      "# TYPE mikcar_http_requests_in_flight gauge\n"
+      "mikcar_http_requests_in_flight " +
+      std::to_string(in_flight_.load()) + "\n";
+  out +=
+      "# HELP mikcar_http_request_bytes_total Request body bytes received.\n"
+      "# TYPE mikcar_http_request_bytes_total counter\n"
+      "mikcar_http_request_bytes_total " +
+      std::to_string(bytes_in_.load()) + "\n";
+  out +=
+      "# HELP mikcar_http_response_bytes_total Response body bytes sent.\n"
+      "# TYPE mikcar_http_response_bytes_total counter\n"
+      "mikcar_http_response_bytes_total " +
+      std::to_string(bytes_out_.load()) + "\n";
+  out +=
+      "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+      "# TYPE process_resident_memory_bytes gauge\n"
+      "process_resident_memory_bytes " +
+      std::to_string(ResidentBytes()) + "\n";
+  out +=
+      "# HELP process_open_fds Number of open file descriptors.\n"
+      "# TYPE process_open_fds gauge\n"
+      "process_open_fds " +
+      std::to_string(OpenFds()) + "\n";
   return out;
 }
 

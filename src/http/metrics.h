@@ -16,8 +16,8 @@ namespace mikcar::http {
 
 // The counters of one route (one method + pattern), or of unmatched requests.
 struct RouteStats {
-  static constexpr std::array<double, 14> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                        0.025,  0.05,    0.1,    0.25,  0.5,   1,     5};
+  static constexpr std::array<double, 14> kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5};
   std::string service, route, method;
   std::array<std::atomic<uint64_t>, 600> by_status{};  // index = HTTP status
   std::array<std::atomic<uint64_t>, kBuckets.size()> buckets{};
@@ -31,7 +31,8 @@ class Metrics {
   RouteStats* Register(std::string_view service, std::string_view route, std::string_view method);
 
   void Started() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
-  void Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in, uint64_t bytes_out);
+  void Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in,
+                uint64_t bytes_out);
   std::string Render() const;
 
  private:

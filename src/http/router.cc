@@ -10,7 +10,7 @@ struct Router::Node {
   std::map<std::string, std::unique_ptr<Node>, std::less<>> literals;
   std::unique_ptr<Node> param;  // {name}
   std::string param_name;
-  std::unique_ptr<Node> rest;   // {*name}, always a leaf
+  std::unique_ptr<Node> rest;  // {*name}, always a leaf
   std::string rest_name;
   std::map<std::string, RouteEntry, std::less<>> methods;
 };
@@ -30,7 +30,9 @@ std::vector<std::string_view> Split(std::string_view path) {
   return out;
 }
 
-bool IsParam(std::string_view seg) { return seg.size() >= 3 && seg.front() == '{' && seg.back() == '}'; }
+bool IsParam(std::string_view seg) {
+  return seg.size() >= 3 && seg.front() == '{' && seg.back() == '}';
+}
 
 }  // namespace
 
@@ -47,7 +49,8 @@ Result<void> Router::Add(std::string_view method, std::string_view pattern, Rout
     std::string_view seg = segments[i];
     if (IsParam(seg) && seg[1] == '*') {
       if (i + 1 != segments.size()) {
-        return Fail(ErrorCode::kConflict, "{*rest} must be the last segment: " + std::string(pattern));
+        return Fail(ErrorCode::kConflict,
+                    "{*rest} must be the last segment: " + std::string(pattern));
       }
       std::string name(seg.substr(2, seg.size() - 3));
       if (node->rest && node->rest_name != name) {
@@ -73,7 +76,8 @@ Result<void> Router::Add(std::string_view method, std::string_view pattern, Rout
     }
   }
   if (!node->methods.emplace(std::string(method), std::move(entry)).second) {
-    return Fail(ErrorCode::kConflict, "duplicate route " + std::string(method) + " " + std::string(pattern));
+    return Fail(ErrorCode::kConflict,
+                "duplicate route " + std::string(method) + " " + std::string(pattern));
   }
   return {};
 }
@@ -87,7 +91,8 @@ struct Captured {
 
 }  // namespace
 
-Result<RouteMatch> Router::Match(std::string_view method, std::string_view path, std::string* allow) const {
+Result<RouteMatch> Router::Match(std::string_view method, std::string_view path,
+                                 std::string* allow) const {
   if (path.empty() || path.front() != '/') {
     return Fail(ErrorCode::kNotFound, "no route for " + std::string(path));
   }
@@ -115,7 +120,8 @@ Result<RouteMatch> Router::Match(std::string_view method, std::string_view path,
       // The raw remainder from this segment on.
       const char* begin = seg.data();
       const char* end = path.data() + path.size();
-      captured.push_back({&node->rest_name, std::string_view(begin, static_cast<size_t>(end - begin))});
+      captured.push_back(
+          {&node->rest_name, std::string_view(begin, static_cast<size_t>(end - begin))});
       found = node->rest.get();
       return true;
     }
@@ -135,9 +141,9 @@ Result<RouteMatch> Router::Match(std::string_view method, std::string_view path,
         if (m == "GET" && !found->methods.contains("HEAD")) *allow += ", HEAD";
       }
     }
-    return Fail(ErrorCode::kMethodNotAllowed,
-                "method " + std::string(method) + " not allowed here; expected one of: " +
-                    (allow != nullptr ? *allow : std::string()));
+    return Fail(ErrorCode::kMethodNotAllowed, "method " + std::string(method) +
+                                                  " not allowed here; expected one of: " +
+                                                  (allow != nullptr ? *allow : std::string()));
   }
   RouteMatch match;
   match.route = &it->second;
@@ -145,7 +151,8 @@ Result<RouteMatch> Router::Match(std::string_view method, std::string_view path,
   for (const auto& c : captured) {
     auto decoded = PercentDecode(c.raw);
     if (!decoded) {
-      return Fail(ErrorCode::kBadRequest, "path parameter '" + *c.name + "': " + decoded.error().message);
+      return Fail(ErrorCode::kBadRequest,
+                  "path parameter '" + *c.name + "': " + decoded.error().message);
     }
     match.params.emplace_back(*c.name, std::move(*decoded));
   }

@@ -43,7 +43,8 @@ class Router {
 
   // Success: the route and decoded parameters. Errors: NOT_FOUND; METHOD_NOT_ALLOWED with the
   // allowed methods in `allow`; BAD_REQUEST for a malformed percent-escape in a parameter.
-  Result<RouteMatch> Match(std::string_view method, std::string_view path, std::string* allow) const;
+  Result<RouteMatch> Match(std::string_view method, std::string_view path,
+                           std::string* allow) const;
 
  private:
   struct Node;

@@ -2,19 +2,12 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <condition_variable>
-#include <csignal>
-#include <list>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <thread>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -31,7 +24,13 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <spdlog/spdlog.h>
+#include <condition_variable>
+#include <csignal>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
 
 #include "common/json.h"
 #include "http/auth.h"
@@ -61,7 +60,8 @@ struct Exchange {
 // operation then keeps running detached and its result is dropped; `keep` (shared with the
 // completion) keeps what it uses alive until it ends.
 template <typename T>
-asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op, Clock::time_point deadline,
+asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op,
+                                                       Clock::time_point deadline,
                                                        std::shared_ptr<void> keep = nullptr) {
   auto ex = co_await asio::this_coro::executor;
   struct State {
@@ -172,15 +172,17 @@ Result<void> Server::Impl::AddRoutes() {
   for (const char* method : {"GET", "HEAD"}) {
     if (auto r = AddRoute(method, RouteEntry{"", "/health", health, Access::kPublic}); !r) return r;
   }
-  if (auto r = AddRoute("GET", RouteEntry{"", "/health/ready", [this](Request& req) { return Ready(req); },
-                                     Access::kOptional});
+  if (auto r = AddRoute("GET",
+                        RouteEntry{"", "/health/ready", [this](Request& req) { return Ready(req); },
+                                   Access::kOptional});
       !r) {
     return r;
   }
   auto metrics_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
     co_return Response::Bytes(metrics.Render(), "text/plain; version=0.0.4; charset=utf-8");
   };
-  if (auto r = AddRoute("GET", RouteEntry{"", "/metrics", metrics_handler,
+  if (auto r =
+          AddRoute("GET", RouteEntry{"", "/metrics", metrics_handler,
                                      options.metrics_public ? Access::kPublic : Access::kToken});
       !r) {
     return r;
@@ -189,7 +191,8 @@ Result<void> Server::Impl::AddRoutes() {
     std::string prefix = options.mount_at_root ? "" : "/" + service->name();
     for (mikcar::Route& route : service->Routes()) {
       std::string pattern = prefix + route.pattern;
-      auto r = AddRoute(route.method, RouteEntry{service->name(), pattern, std::move(route.handler), route.access});
+      auto r = AddRoute(route.method, RouteEntry{service->name(), pattern, std::move(route.handler),
+                                                 route.access});
       if (!r) return r;
     }
   }
@@ -217,9 +220,11 @@ asio::awaitable<Result<Response>> Server::Impl::Ready(Request& request) {
       std::snprintf(latency, sizeof latency, "%.3f", ms);
       if (!details.empty()) details += ",";
       details += JsonQuote(service->name()) + ":{\"status\":\"" + (up ? "up" : "down") +
-                 "\",\"backend\":" + JsonQuote(service->backend_name()) + ",\"latency_ms\":" + latency;
+                 "\",\"backend\":" + JsonQuote(service->backend_name()) +
+                 ",\"latency_ms\":" + latency;
       if (!up) {
-        details += ",\"error\":" + JsonQuote(result ? result->error().message : "readiness check timed out");
+        details += ",\"error\":" +
+                   JsonQuote(result ? result->error().message : "readiness check timed out");
       }
       details += "}";
     }
@@ -300,7 +305,8 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   // carries the trace id and, once the header is parsed, the headers CORS needs.
   // Callers build the Response as a named local first: GCC 12 destroys temporaries of a
   // co_await full-expression twice (a malformed request crashed the server with a double free).
-  auto send = [&](Response response, unsigned version, const Request& context) -> asio::awaitable<bool> {
+  auto send = [&](Response response, unsigned version,
+                  const Request& context) -> asio::awaitable<bool> {
     bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
     Finish(context, response, false, out);
     out.keep_alive(false);
@@ -324,27 +330,37 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       bool got_bytes = parser.got_some();
       if (ec == bhttp::error::end_of_stream || !got_bytes || stopping) break;
       Request context;
-      if (ec == bhttp::error::body_limit) {  // the header is complete; its Content-Length is too big
-        for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
+      if (ec ==
+          bhttp::error::body_limit) {  // the header is complete; its Content-Length is too big
+        for (const auto& field : parser.get())
+          context.headers.emplace_back(field.name_string(), field.value());
       }
-      context.trace_id = ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
+      context.trace_id =
+          ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
       if (conn->timed_out) {
         Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
-                                          "request headers not received within the " +
-                                              std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}});
+                                                 "request headers not received within the " +
+                                                     std::to_string(options.timeout.count()) +
+                                                     " ms deadline (--timeout)",
+                                                 {}});
         co_await send(std::move(rejection), 11, context);
       } else if (ec == bhttp::error::header_limit) {
-        Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}});
+        Response rejection = ErrorResponse(
+            Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}});
         co_await send(std::move(rejection), 11, context);
       } else if (ec == bhttp::error::body_limit) {
         // Beast already compares Content-Length with body_limit while it parses the header.
-        Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                                 "request Content-Length exceeds the " + std::to_string(options.max_body) +
-                                                     "-byte limit (--max-body)", {}});
+        Response rejection =
+            ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                "request Content-Length exceeds the " +
+                                    std::to_string(options.max_body) + "-byte limit (--max-body)",
+                                {}});
         co_await send(std::move(rejection), 11, context);
       } else {
-        Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request: " + ec.message() +
-                                                                      "; expected an HTTP/1.1 request", {}});
+        Response rejection = ErrorResponse(
+            Error{ErrorCode::kBadRequest,
+                  "malformed HTTP request: " + ec.message() + "; expected an HTTP/1.1 request",
+                  {}});
         co_await send(std::move(rejection), 11, context);
       }
       break;
@@ -354,14 +370,18 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     // For an early answer: the parsed header's trace id and CORS headers (built only then).
     Request context;
     auto early_trace_id = [&] {
-      for (const auto& field : parser.get()) context.headers.emplace_back(field.name_string(), field.value());
-      return ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
+      for (const auto& field : parser.get())
+        context.headers.emplace_back(field.name_string(), field.value());
+      return ResolveTraceId(Trim(context.header("x-trace-id")),
+                            Trim(context.header("traceparent")));
     };
     if (auto length = parser.content_length(); length && *length > options.max_body) {
       context.trace_id = early_trace_id();
-      Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                        "request body of " + std::to_string(*length) + " bytes exceeds the " +
-                                            std::to_string(options.max_body) + "-byte limit (--max-body)", {}});
+      Response rejection =
+          ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                              "request body of " + std::to_string(*length) + " bytes exceeds the " +
+                                  std::to_string(options.max_body) + "-byte limit (--max-body)",
+                              {}});
       co_await send(std::move(rejection), version, context);
       break;
     }
@@ -370,8 +390,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     if (auto coding = Trim(parser.get()[bhttp::field::transfer_encoding]);
         !coding.empty() && !beast::iequals(coding, "chunked")) {
       context.trace_id = early_trace_id();
-      Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "unsupported Transfer-Encoding '" +
-                                                                         std::string(coding) + "'; expected chunked", {}});
+      Response rejection = ErrorResponse(
+          Error{ErrorCode::kBadRequest,
+                "unsupported Transfer-Encoding '" + std::string(coding) + "'; expected chunked",
+                {}});
       co_await send(std::move(rejection), version, context);
       break;
     }
@@ -387,16 +409,21 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
         context.trace_id = early_trace_id();
         if (conn->timed_out) {
           Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
-                                                "request body not received within the " +
-                                                    std::to_string(options.timeout.count()) + " ms deadline (--timeout)", {}});
+                                                   "request body not received within the " +
+                                                       std::to_string(options.timeout.count()) +
+                                                       " ms deadline (--timeout)",
+                                                   {}});
           co_await send(std::move(rejection), version, context);
         } else if (bec == bhttp::error::body_limit) {
-          Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                                "request body exceeds the " + std::to_string(options.max_body) +
-                                                    "-byte limit (--max-body)", {}});
+          Response rejection =
+              ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                  "request body exceeds the " + std::to_string(options.max_body) +
+                                      "-byte limit (--max-body)",
+                                  {}});
           co_await send(std::move(rejection), version, context);
         } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
-          Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}});
+          Response rejection = ErrorResponse(
+              Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}});
           co_await send(std::move(rejection), version, context);
         }
         break;
@@ -415,10 +442,12 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     if (q != std::string_view::npos) request->query = std::string(target.substr(q + 1));
     request->headers.reserve(16);
     for (const auto& field : *message) {
-      request->headers.emplace_back(std::string_view(field.name_string()), std::string_view(field.value()));
+      request->headers.emplace_back(std::string_view(field.name_string()),
+                                    std::string_view(field.value()));
     }
     request->body = std::move(message->body());
-    request->trace_id = ResolveTraceId(Trim(request->header("x-trace-id")), Trim(request->header("traceparent")));
+    request->trace_id =
+        ResolveTraceId(Trim(request->header("x-trace-id")), Trim(request->header("traceparent")));
     request->deadline = deadline;
     const bool head = request->method == "HEAD";
     const uint64_t bytes_in = request->body.size();
@@ -427,7 +456,9 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     RouteStats* stats = unmatched;
     Response response;
     if (target.empty() || target.front() != '/') {
-      response = ErrorResponse(Error{ErrorCode::kBadRequest, "request target must be an absolute path such as /kv/get/key", {}});
+      response = ErrorResponse(Error{ErrorCode::kBadRequest,
+                                     "request target must be an absolute path such as /kv/get/key",
+                                     {}});
       keep_alive = false;
     } else if (Routed routed = Route(*request); routed.entry == nullptr) {
       response = std::move(routed.response);
@@ -436,9 +467,11 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       auto op = routed.entry->handler(*request);
       auto result = co_await WithDeadline(std::move(op), deadline, exchange);
       if (!result) {
-        response = ErrorResponse(Error{ErrorCode::kTimeout, "request not handled within the " +
-                                                                std::to_string(options.timeout.count()) +
-                                                                " ms deadline (--timeout)", {}});
+        response = ErrorResponse(Error{ErrorCode::kTimeout,
+                                       "request not handled within the " +
+                                           std::to_string(options.timeout.count()) +
+                                           " ms deadline (--timeout)",
+                                       {}});
         keep_alive = false;
       } else if (!*result) {
         response = ErrorResponse(result->error());
@@ -453,8 +486,8 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     const int status = response.status;
     std::chrono::duration<double> elapsed = Clock::now() - request_start;
     metrics.Finished(stats, status, elapsed.count(), bytes_in, bytes_out);
-    spdlog::debug("{} {} {} {:.3f}ms trace={}", request->method, request->path, status, elapsed.count() * 1e3,
-                  request->trace_id);
+    spdlog::debug("{} {} {} {:.3f}ms trace={}", request->method, request->path, status,
+                  elapsed.count() * 1e3, request->trace_id);
     conn->Arm(Clock::now() + options.timeout);
     auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
     conn->timer.cancel();
@@ -478,9 +511,11 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
   if (!options.cors_origins.empty() && request.method == "OPTIONS" &&
       !request.header("access-control-request-method").empty()) {
     Response preflight = Response::Empty(204);
-    preflight.headers.emplace_back("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-    preflight.headers.emplace_back("Access-Control-Allow-Headers",
-                                   "Authorization, Content-Type, If-Match, If-None-Match, Range, x-trace-id, traceparent");
+    preflight.headers.emplace_back("Access-Control-Allow-Methods",
+                                   "GET, HEAD, POST, PUT, DELETE, OPTIONS");
+    preflight.headers.emplace_back(
+        "Access-Control-Allow-Headers",
+        "Authorization, Content-Type, If-Match, If-None-Match, Range, x-trace-id, traceparent");
     preflight.headers.emplace_back("Access-Control-Max-Age", "600");
     return {nullptr, std::move(preflight)};
   }
@@ -491,7 +526,8 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
     // Unknown routes need the token too, so a probe cannot map the API without it.
     if (!token) return {nullptr, ErrorResponse(token.error())};
     Response response = ErrorResponse(match.error());
-    if (match.error().code == ErrorCode::kMethodNotAllowed) response.headers.emplace_back("Allow", allow);
+    if (match.error().code == ErrorCode::kMethodNotAllowed)
+      response.headers.emplace_back("Allow", allow);
     return {nullptr, std::move(response)};
   }
   const RouteEntry& entry = *match->route;
@@ -519,7 +555,8 @@ void Server::Impl::Finish(const Request& request, Response& response, bool head,
       for (const auto& o : options.cors_origins) listed = listed || o == origin;
       if (listed) {
         out.set(bhttp::field::access_control_allow_origin, any ? std::string_view("*") : origin);
-        out.set(bhttp::field::access_control_expose_headers, "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified");
+        out.set(bhttp::field::access_control_expose_headers,
+                "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified");
         if (!any) out.set(bhttp::field::vary, "Origin");
       }
     }
@@ -553,8 +590,9 @@ Result<void> CheckReady(Sidecar& sidecar, std::chrono::milliseconds timeout) {
   std::optional<Result<void>> outcome;
   auto check = [&]() -> asio::awaitable<void> {
     auto ready = co_await http::WithDeadline(sidecar.Ready(), Clock::now() + timeout);
-    outcome = ready ? std::move(*ready) : Fail(ErrorCode::kUnavailable, "no answer within " +
-                                                                          std::to_string(timeout.count()) + " ms");
+    outcome = ready ? std::move(*ready)
+                    : Fail(ErrorCode::kUnavailable,
+                           "no answer within " + std::to_string(timeout.count()) + " ms");
   };
   asio::co_spawn(ctx, check(), asio::detached);
   ctx.run();
@@ -569,7 +607,8 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Stop(); }
 
-Result<std::unique_ptr<Server>> Server::Create(ServerOptions options, std::vector<std::unique_ptr<Sidecar>> services) {
+Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
+                                               std::vector<std::unique_ptr<Sidecar>> services) {
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->services = std::move(services);
@@ -586,11 +625,13 @@ Result<void> Server::Start() {
     return Fail(ErrorCode::kBadRequest, "no listener: --no-tcp needs --unix-socket PATH");
   }
   if (o.tcp && o.auth_token.empty() && !o.no_auth && !IsLoopback(o.host)) {
-    return Fail(ErrorCode::kBadRequest, "HOST=" + o.host +
-                                            " is not a loopback address and no token is set; expected "
-                                            "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
+    return Fail(ErrorCode::kBadRequest,
+                "HOST=" + o.host +
+                    " is not a loopback address and no token is set; expected "
+                    "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
   }
-  unsigned threads = o.io_threads ? o.io_threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads =
+      o.io_threads ? o.io_threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) {
     s.contexts.push_back(std::make_unique<asio::io_context>(1));
     s.guards.push_back(asio::make_work_guard(*s.contexts.back()));
@@ -599,7 +640,9 @@ Result<void> Server::Start() {
   boost::system::error_code ec;
   if (o.tcp) {
     auto addr = asio::ip::make_address(o.host == "localhost" ? "127.0.0.1" : o.host, ec);
-    if (ec) return Fail(ErrorCode::kBadRequest, "HOST: expected an IP address such as 127.0.0.1 or ::; got '" + o.host + "'");
+    if (ec)
+      return Fail(ErrorCode::kBadRequest,
+                  "HOST: expected an IP address such as 127.0.0.1 or ::; got '" + o.host + "'");
     asio::ip::tcp::endpoint endpoint(addr, o.port);
     auto& acc = s.tcp_acceptor.emplace(accept_ctx);
     acc.open(endpoint.protocol(), ec);
@@ -607,7 +650,8 @@ Result<void> Server::Start() {
     if (!ec) acc.bind(endpoint, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return Fail(ErrorCode::kUnavailable, "PORT: cannot listen on " + o.host + ":" + std::to_string(o.port) + ": " + ec.message());
+      return Fail(ErrorCode::kUnavailable, "PORT: cannot listen on " + o.host + ":" +
+                                               std::to_string(o.port) + ": " + ec.message());
     }
     s.bound_port = acc.local_endpoint().port();
   }
@@ -615,12 +659,14 @@ Result<void> Server::Start() {
     const std::string where = "MIKCAR_UNIX_SOCKET: cannot listen on " + o.unix_socket + ": ";
     if (o.unix_socket.size() >= sizeof(sockaddr_un::sun_path)) {
       return Fail(ErrorCode::kBadRequest, where + "the path is longer than " +
-                                              std::to_string(sizeof(sockaddr_un::sun_path) - 1) + " bytes");
+                                              std::to_string(sizeof(sockaddr_un::sun_path) - 1) +
+                                              " bytes");
     }
     asio::local::stream_protocol::endpoint endpoint(o.unix_socket);
     // Only a stale socket file is replaced: never a regular file, never a live listener.
     if (struct stat st; ::lstat(o.unix_socket.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) return Fail(ErrorCode::kBadRequest, where + "the path exists and is not a socket");
+      if (!S_ISSOCK(st.st_mode))
+        return Fail(ErrorCode::kBadRequest, where + "the path exists and is not a socket");
       asio::local::stream_protocol::socket probe(accept_ctx);
       probe.connect(endpoint, ec);
       if (!ec) return Fail(ErrorCode::kUnavailable, where + "another process is listening on it");
@@ -664,7 +710,9 @@ void Server::Stop() {
         if (auto conn = weak.lock()) conn->CloseIfIdle();
       }
       s.conns_cv.wait_for(lock, s.options.shutdown_grace, [&s] { return s.conns.empty(); });
-      if (!s.conns.empty()) spdlog::warn("shutdown: {} connection(s) still busy after the grace period", s.conns.size());
+      if (!s.conns.empty())
+        spdlog::warn("shutdown: {} connection(s) still busy after the grace period",
+                     s.conns.size());
     }
   }
   for (auto& service : s.services) service->Shutdown();

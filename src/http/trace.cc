@@ -17,7 +17,8 @@ std::string_view TraceparentId(std::string_view tp) {
   if (tp.size() < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-') return {};
   std::string_view version = tp.substr(0, 2), id = tp.substr(3, 32), parent = tp.substr(36, 16),
                    flags = tp.substr(53, 2);
-  if (!IsHex(version) || version == "ff" || !IsHex(id) || !IsHex(parent) || !IsHex(flags)) return {};
+  if (!IsHex(version) || version == "ff" || !IsHex(id) || !IsHex(parent) || !IsHex(flags))
+    return {};
   if (id == std::string_view("00000000000000000000000000000000")) return {};
   if (parent == std::string_view("0000000000000000")) return {};
   if (version == "00" && tp.size() != 55) return {};
@@ -32,8 +33,8 @@ std::string NewUuidV4() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char kHex[] = "0123456789abcdef";
   uint64_t hi = rng(), lo = rng();
-  hi = (hi & ~0xF000ull) | 0x4000ull;                 // version 4
-  lo = (lo & ~(0xC0ull << 56)) | (0x80ull << 56);    // variant 10
+  hi = (hi & ~0xF000ull) | 0x4000ull;              // version 4
+  lo = (lo & ~(0xC0ull << 56)) | (0x80ull << 56);  // variant 10
   std::string out;
   out.reserve(36);
   for (int i = 0; i < 32; ++i) {
@@ -49,7 +50,10 @@ std::string ResolveTraceId(std::string_view x_trace_id, std::string_view tracepa
   if (!x_trace_id.empty() && x_trace_id.size() <= 128) {
     bool printable = true;
     for (char c : x_trace_id) {
-      if (c < 0x20 || c > 0x7e) { printable = false; break; }
+      if (c < 0x20 || c > 0x7e) {
+        printable = false;
+        break;
+      }
     }
     if (printable) return std::string(x_trace_id);
   }

@@ -6,7 +6,8 @@
 namespace mikcar::kv {
 
 int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -24,7 +25,9 @@ Result<int64_t> AddToInteger(std::optional<std::string_view> value, int64_t by) 
       auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), current);
       ok = ec == std::errc() && ptr == v.data() + v.size();
     }
-    if (!ok) return Fail(ErrorCode::kNotAnInteger, "value is not an integer or out of range; expected a base-10 64-bit integer");
+    if (!ok)
+      return Fail(ErrorCode::kNotAnInteger,
+                  "value is not an integer or out of range; expected a base-10 64-bit integer");
   }
   int64_t result = 0;
   if (__builtin_add_overflow(current, by, &result)) {
@@ -50,12 +53,16 @@ Result<std::string> DecodeCursor(std::string_view cursor) {
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
     return -1;
   };
-  if (cursor.size() % 2 != 0) return Fail(ErrorCode::kBadRequest, "cursor: expected a value returned by a previous keys call");
+  if (cursor.size() % 2 != 0)
+    return Fail(ErrorCode::kBadRequest,
+                "cursor: expected a value returned by a previous keys call");
   std::string out;
   out.reserve(cursor.size() / 2);
   for (size_t i = 0; i < cursor.size(); i += 2) {
     int hi = nibble(cursor[i]), lo = nibble(cursor[i + 1]);
-    if (hi < 0 || lo < 0) return Fail(ErrorCode::kBadRequest, "cursor: expected a value returned by a previous keys call");
+    if (hi < 0 || lo < 0)
+      return Fail(ErrorCode::kBadRequest,
+                  "cursor: expected a value returned by a previous keys call");
     out.push_back(static_cast<char>(hi * 16 + lo));
   }
   return out;

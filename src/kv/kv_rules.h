@@ -12,7 +12,9 @@ namespace mikcar::kv {
 
 // Wall-clock unix time in ms: TTLs are absolute so they survive restarts.
 int64_t NowMs();
-inline bool IsLive(int64_t expires_at_ms, int64_t now_ms) { return expires_at_ms == 0 || expires_at_ms > now_ms; }
+inline bool IsLive(int64_t expires_at_ms, int64_t now_ms) {
+  return expires_at_ms == 0 || expires_at_ms > now_ms;
+}
 
 // `value` parsed as a Redis integer (optional '-', then 1–19 digits, no spaces) plus `by`.
 // NOT_AN_INTEGER, OVERFLOW.

@@ -1,16 +1,15 @@
 // The /kv service: parses and validates each request once, calls one KvBackend, shapes the
 // response (SPEC §3). Knows nothing about HTTP parsing or concrete backends.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 #include <charconv>
 #include <list>
 #include <mutex>
 #include <unordered_map>
-
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/value.hpp>
 
 #include "common/base64.h"
 #include "common/json.h"
@@ -34,23 +33,27 @@ constexpr auto kWatchPoll = std::chrono::milliseconds(250);
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
 
 Result<void> ValidateKey(std::string_view key) {
-  if (key.empty()) return Fail(ErrorCode::kBadRequest, "key must not be empty; expected 1-1024 bytes of UTF-8");
+  if (key.empty())
+    return Fail(ErrorCode::kBadRequest, "key must not be empty; expected 1-1024 bytes of UTF-8");
   if (key.size() > kMaxKeyBytes) {
     return Fail(ErrorCode::kBadRequest,
                 "key is " + std::to_string(key.size()) + " bytes; expected 1-1024 bytes of UTF-8");
   }
-  if (!IsValidUtf8(key)) return Fail(ErrorCode::kBadRequest, "key is not valid UTF-8; expected 1-1024 bytes of UTF-8");
+  if (!IsValidUtf8(key))
+    return Fail(ErrorCode::kBadRequest, "key is not valid UTF-8; expected 1-1024 bytes of UTF-8");
   return {};
 }
 
 // An integer query parameter; nullopt if absent.
-Result<std::optional<int64_t>> IntParam(const Request& request, std::string_view name, std::string_view expected) {
+Result<std::optional<int64_t>> IntParam(const Request& request, std::string_view name,
+                                        std::string_view expected) {
   auto raw = request.query_param(name);
   if (!raw) return std::optional<int64_t>();
   int64_t value = 0;
   auto [ptr, ec] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
   if (raw->empty() || ec != std::errc() || ptr != raw->data() + raw->size()) {
-    return Fail(ErrorCode::kBadRequest, std::string(name) + ": expected " + std::string(expected) + "; got '" + *raw + "'");
+    return Fail(ErrorCode::kBadRequest,
+                std::string(name) + ": expected " + std::string(expected) + "; got '" + *raw + "'");
   }
   return std::optional<int64_t>(value);
 }
@@ -66,7 +69,8 @@ Result<int64_t> TtlParam(const Request& request) {
   if (!ttl) return Fail(ttl.error());
   if (!*ttl) return int64_t{0};
   if (**ttl <= 0 || **ttl > 100LL * 365 * 24 * 3600) {
-    return Fail(ErrorCode::kBadRequest, "ttl: expected a positive number of seconds; got " + std::to_string(**ttl));
+    return Fail(ErrorCode::kBadRequest,
+                "ttl: expected a positive number of seconds; got " + std::to_string(**ttl));
   }
   return **ttl * 1000;
 }
@@ -86,7 +90,8 @@ Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
   uint64_t version = 0;
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
   if (v.empty() || ec != std::errc() || ptr != v.data() + v.size()) {
-    return Fail(ErrorCode::kBadRequest, "If-Match: expected an ETag returned by mikcar, e.g. \"42\"");
+    return Fail(ErrorCode::kBadRequest,
+                "If-Match: expected an ETag returned by mikcar, e.g. \"42\"");
   }
   return std::optional<uint64_t>(version);
 }
@@ -108,7 +113,8 @@ Result<std::vector<std::string>> KeysArray(const Request& request, std::string_v
   const json::array* arr = it->value().if_array();
   if (!arr) return Fail(WrongShape(expected, "keys is not an array"));
   if (arr->size() > kMaxBatchKeys) {
-    return Fail(ErrorCode::kPayloadTooLarge, "keys has " + std::to_string(arr->size()) + " entries; at most " +
+    return Fail(ErrorCode::kPayloadTooLarge, "keys has " + std::to_string(arr->size()) +
+                                                 " entries; at most " +
                                                  std::to_string(kMaxBatchKeys) + " per batch");
   }
   std::vector<std::string> keys;
@@ -169,7 +175,9 @@ class KvSidecar final : public Sidecar {
 
   std::vector<Route> Routes() override {
     auto bind = [this](auto method) {
-      return [this, method](Request& r) -> asio::awaitable<Result<Response>> { return (this->*method)(r); };
+      return [this, method](Request& r) -> asio::awaitable<Result<Response>> {
+        return (this->*method)(r);
+      };
     };
     return {
         {"GET", "/get/{key}", bind(&KvSidecar::Get)},
@@ -205,8 +213,9 @@ class KvSidecar final : public Sidecar {
       r.headers.emplace_back("ETag", etag);
       return r;
     }
-    Response r = Response::Bytes(std::move(entry.value), entry.content_type.empty() ? "text/plain; charset=utf-8"
-                                                                                     : std::move(entry.content_type));
+    Response r = Response::Bytes(std::move(entry.value), entry.content_type.empty()
+                                                             ? "text/plain; charset=utf-8"
+                                                             : std::move(entry.content_type));
     r.headers.emplace_back("ETag", std::move(etag));
     return r;
   }
@@ -221,7 +230,8 @@ class KvSidecar final : public Sidecar {
     for (size_t i = 0; i < keys->size(); ++i) {
       if (!seen.emplace((*keys)[i], true).second) continue;
       if (body.size() > 1) body += ",";
-      body += JsonQuote((*keys)[i]) + ":" + ((*values)[i] ? ValueJson((*values)[i]->value) : "null");
+      body +=
+          JsonQuote((*keys)[i]) + ":" + ((*values)[i] ? ValueJson((*values)[i]->value) : "null");
     }
     body += "}";
     co_return Response::Json(std::move(body));
@@ -241,7 +251,8 @@ class KvSidecar final : public Sidecar {
       co_return Fail(ErrorCode::kBadRequest, "nx and xx exclude each other; expected at most one");
     }
     if (options.keep_ttl && options.ttl_ms > 0) {
-      co_return Fail(ErrorCode::kBadRequest, "keepttl and ttl exclude each other; expected at most one");
+      co_return Fail(ErrorCode::kBadRequest,
+                     "keepttl and ttl exclude each other; expected at most one");
     }
     bool any = false;
     auto if_match = IfMatch(request, any);
@@ -266,7 +277,8 @@ class KvSidecar final : public Sidecar {
     const json::object* obj = body->if_object();
     if (!obj) co_return Fail(WrongShape(kExpected, "not an object"));
     if (obj->size() > kMaxBatchKeys) {
-      co_return Fail(ErrorCode::kPayloadTooLarge, "batch has " + std::to_string(obj->size()) + " keys; at most " +
+      co_return Fail(ErrorCode::kPayloadTooLarge, "batch has " + std::to_string(obj->size()) +
+                                                      " keys; at most " +
                                                       std::to_string(kMaxBatchKeys));
     }
     std::vector<std::pair<std::string, std::string>> items;
@@ -275,7 +287,8 @@ class KvSidecar final : public Sidecar {
       std::string key(kv.key());
       if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
       const json::string* s = kv.value().if_string();
-      if (!s) co_return Fail(WrongShape(kExpected, "value of " + JsonQuote(key) + " is not a string"));
+      if (!s)
+        co_return Fail(WrongShape(kExpected, "value of " + JsonQuote(key) + " is not a string"));
       items.emplace_back(std::move(key), std::string(s->data(), s->size()));
     }
     size_t count = items.size();
@@ -296,12 +309,14 @@ class KvSidecar final : public Sidecar {
     if (any) {  // If-Match: * → only when the key exists
       auto version = co_await backend_->Version(key);
       if (!version) co_return Fail(version.error());
-      if (*version == 0) co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (If-Match: *)");
+      if (*version == 0)
+        co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (If-Match: *)");
     }
     auto deleted = co_await backend_->Delete(key, *if_match);
     if (!deleted) co_return Fail(deleted.error());
     if (*deleted) watch_.Notify(key);
-    co_return Response::Json(std::string("{\"deleted\":") + (*deleted ? "1" : "0") + ",\"status\":\"ok\"}");
+    co_return Response::Json(std::string("{\"deleted\":") + (*deleted ? "1" : "0") +
+                             ",\"status\":\"ok\"}");
   }
 
   asio::awaitable<Result<Response>> DeleteBatch(Request& request) {
@@ -316,7 +331,8 @@ class KvSidecar final : public Sidecar {
   asio::awaitable<Result<Response>> Keys(Request& request) {
     std::string pattern(request.param("pattern"));
     if (pattern.empty() || pattern.size() > kMaxKeyBytes) {
-      co_return Fail(ErrorCode::kBadRequest, "pattern: expected a glob of 1-1024 bytes, e.g. user:*");
+      co_return Fail(ErrorCode::kBadRequest,
+                     "pattern: expected a glob of 1-1024 bytes, e.g. user:*");
     }
     auto limit = IntParam(request, "limit", "a number 1-10000");
     if (!limit) co_return Fail(limit.error());
@@ -416,7 +432,8 @@ class KvSidecar final : public Sidecar {
     uint64_t known = 0;
     if (auto v = request.query_param("version"); v && !v->empty()) {
       std::string_view text = *v;
-      if (text.size() >= 2 && text.front() == '"' && text.back() == '"') text = text.substr(1, text.size() - 2);
+      if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
+        text = text.substr(1, text.size() - 2);
       auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), known);
       if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
         co_return Fail(ErrorCode::kBadRequest, "version: expected a version from an ETag, e.g. 42");
@@ -425,8 +442,10 @@ class KvSidecar final : public Sidecar {
     auto timeout = IntParam(request, "timeout", "a number of seconds 0-3600");
     if (!timeout) co_return Fail(timeout.error());
     int64_t seconds = timeout->value_or(30);
-    if (seconds < 0 || seconds > 3600) co_return Fail(ErrorCode::kBadRequest, "timeout: expected a number of seconds 0-3600");
-    auto until = std::min(Clock::now() + std::chrono::seconds(seconds), request.deadline - kDeadlineMargin);
+    if (seconds < 0 || seconds > 3600)
+      co_return Fail(ErrorCode::kBadRequest, "timeout: expected a number of seconds 0-3600");
+    auto until =
+        std::min(Clock::now() + std::chrono::seconds(seconds), request.deadline - kDeadlineMargin);
 
     auto waiter = std::make_shared<WatchHub::Waiter>(co_await asio::this_coro::executor);
     auto handle = watch_.Add(key, waiter);
@@ -440,7 +459,8 @@ class KvSidecar final : public Sidecar {
       auto version = co_await backend_->Version(key);
       if (!version) co_return Fail(version.error());
       if (*version != known) {
-        if (*version == 0) co_return Fail(ErrorCode::kNotFound, "key not found (deleted or expired while watched)");
+        if (*version == 0)
+          co_return Fail(ErrorCode::kNotFound, "key not found (deleted or expired while watched)");
         auto entry = co_await backend_->Get(key);
         if (!entry) {
           if (entry.error().code == ErrorCode::kNotFound) continue;

@@ -2,16 +2,15 @@
 // defaults, start-up checks. The only code in the project that exits the process.
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/logging.h"
 #include "common/units.h"
@@ -42,7 +41,8 @@ std::string Env(const char* name) {
 }
 
 std::string VersionText() {
-  std::string text = std::string("mikcar ") + MIKCAR_VERSION + " (git " + MIKCAR_GIT_REVISION + ")\nbackends:";
+  std::string text =
+      std::string("mikcar ") + MIKCAR_VERSION + " (git " + MIKCAR_GIT_REVISION + ")\nbackends:";
   for (const auto& service : mikcar::server::Services()) {
     text += "\n  " + service.name + ":";
     if (!service.compiled_in) {
@@ -57,7 +57,8 @@ std::string VersionText() {
 }
 
 void ListBackends() {
-  std::printf("%-8s %-24s %-10s %-13s %s\n", "SERVICE", "SCHEMES", "BACKEND", "STATUS", "DESCRIPTION");
+  std::printf("%-8s %-24s %-10s %-13s %s\n", "SERVICE", "SCHEMES", "BACKEND", "STATUS",
+              "DESCRIPTION");
   for (const auto& service : mikcar::server::Services()) {
     if (!service.compiled_in) {
       std::printf("%-8s %-24s %-10s %-13s %s\n", service.name.c_str(), "-", "-", "not built",
@@ -67,7 +68,8 @@ void ListBackends() {
     for (const auto& backend : service.backends()) {
       std::string schemes;
       for (const auto& s : backend.schemes) schemes += (schemes.empty() ? "" : " ") + s + "://";
-      std::printf("%-8s %-24s %-10s %-13s %s\n", service.name.c_str(), schemes.c_str(), backend.name.c_str(),
+      std::printf("%-8s %-24s %-10s %-13s %s\n", service.name.c_str(), schemes.c_str(),
+                  backend.name.c_str(),
                   backend.compiled_in ? "compiled in" : ("off: " + backend.cmake_option).c_str(),
                   backend.doc.c_str());
     }
@@ -88,33 +90,43 @@ int main(int argc, char** argv) {
 
   CLI::App app{"mikcar: infrastructure for WebAssembly handlers over plain HTTP", "mikcar"};
   mikcar::ServerOptions options;
-  std::string port = "3001", host = "127.0.0.1", token, data_dir = "./mikcar-data", max_body = "10MiB",
-              timeout = "30s", log_level = "info", log_format = "text", cors, threads = "0";
+  std::string port = "3001", host = "127.0.0.1", token, data_dir = "./mikcar-data",
+              max_body = "10MiB", timeout = "30s", log_level = "info", log_format = "text", cors,
+              threads = "0";
   bool all = false, list_backends = false, version = false, no_compression = false, no_tcp = false;
   std::vector<bool> enabled(mikcar::server::Services().size(), false);
 
   app.add_option("-p,--port", port, "TCP port (0 = pick a free one)")->envname("PORT");
-  app.add_option("--host", host, "bind address (0.0.0.0 or :: for all interfaces)")->envname("HOST");
-  app.add_option("--unix-socket", options.unix_socket, "also listen on this Unix socket")->envname("MIKCAR_UNIX_SOCKET");
+  app.add_option("--host", host, "bind address (0.0.0.0 or :: for all interfaces)")
+      ->envname("HOST");
+  app.add_option("--unix-socket", options.unix_socket, "also listen on this Unix socket")
+      ->envname("MIKCAR_UNIX_SOCKET");
   app.add_flag("--no-tcp", no_tcp, "listen only on --unix-socket");
   app.add_option("--auth-token", token, "bearer token (env SIDECAR_TOKEN, then AUTH_TOKEN)");
   app.add_flag("--no-auth", options.no_auth, "allow a non-loopback bind without a token");
   for (size_t i = 0; i < enabled.size(); ++i) {
     const auto& service = mikcar::server::Services()[i];
-    app.add_flag_callback("--" + service.name, [&enabled, i] { enabled[i] = true; },
-                          "enable the " + service.name + " service (" + service.url_env + ")");
+    app.add_flag_callback(
+        "--" + service.name, [&enabled, i] { enabled[i] = true; },
+        "enable the " + service.name + " service (" + service.url_env + ")");
   }
   app.add_flag("--all", all, "enable every service compiled in");
-  app.add_option("--data-dir", data_dir, "where embedded defaults keep their files")->envname("MIKCAR_DATA_DIR");
-  app.add_option("--max-body", max_body, "limit for JSON/KV bodies, e.g. 10MiB")->envname("MIKCAR_MAX_BODY");
+  app.add_option("--data-dir", data_dir, "where embedded defaults keep their files")
+      ->envname("MIKCAR_DATA_DIR");
+  app.add_option("--max-body", max_body, "limit for JSON/KV bodies, e.g. 10MiB")
+      ->envname("MIKCAR_MAX_BODY");
   app.add_option("--timeout", timeout, "per-request deadline, e.g. 30s")->envname("MIKCAR_TIMEOUT");
-  app.add_option("--threads", threads, "I/O threads (0 = number of cores)")->envname("MIKCAR_THREADS");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->envname("MIKCAR_LOG");
+  app.add_option("--threads", threads, "I/O threads (0 = number of cores)")
+      ->envname("MIKCAR_THREADS");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
+      ->envname("MIKCAR_LOG");
   app.add_option("--log-format", log_format, "text|json")->envname("MIKCAR_LOG_FORMAT");
   app.add_flag("--no-compression", no_compression, "never gzip responses");
-  app.add_option("--cors-origins", cors, "allowed CORS origins: a,b or *")->envname("MIKCAR_CORS_ORIGINS");
+  app.add_option("--cors-origins", cors, "allowed CORS origins: a,b or *")
+      ->envname("MIKCAR_CORS_ORIGINS");
   app.add_flag("--metrics-public", options.metrics_public, "serve /metrics without the token");
-  app.add_flag("--list-backends", list_backends, "print every service, scheme and whether it is compiled in");
+  app.add_flag("--list-backends", list_backends,
+               "print every service, scheme and whether it is compiled in");
   app.add_flag("-V,--version", version, "print version, git revision and compiled-in backends");
 
   try {
@@ -137,24 +149,30 @@ int main(int argc, char** argv) {
   // Numbers and units.
   char* end = nullptr;
   unsigned long port_number = std::strtoul(port.c_str(), &end, 10);
-  if (port.empty() || *end != '\0' || port_number > 65535) Die("PORT: expected a number 0-65535; got '" + port + "'");
+  if (port.empty() || *end != '\0' || port_number > 65535)
+    Die("PORT: expected a number 0-65535; got '" + port + "'");
   options.port = static_cast<uint16_t>(port_number);
   unsigned long thread_count = std::strtoul(threads.c_str(), &end, 10);
-  if (threads.empty() || *end != '\0' || thread_count > 1024) Die("MIKCAR_THREADS: expected a number 0-1024; got '" + threads + "'");
+  if (threads.empty() || *end != '\0' || thread_count > 1024)
+    Die("MIKCAR_THREADS: expected a number 0-1024; got '" + threads + "'");
   options.io_threads = static_cast<unsigned>(thread_count);
   options.host = host;
   options.tcp = !no_tcp;
   options.compression = !no_compression;
   auto body_limit = mikcar::ParseSize(max_body);
-  if (!body_limit || *body_limit == 0) Die("MIKCAR_MAX_BODY: " + (body_limit ? std::string("must be > 0") : body_limit.error().message));
+  if (!body_limit || *body_limit == 0)
+    Die("MIKCAR_MAX_BODY: " +
+        (body_limit ? std::string("must be > 0") : body_limit.error().message));
   options.max_body = *body_limit;
   auto deadline = mikcar::ParseDuration(timeout);
-  if (!deadline || deadline->count() <= 0) Die("MIKCAR_TIMEOUT: " + (deadline ? std::string("must be > 0") : deadline.error().message));
+  if (!deadline || deadline->count() <= 0)
+    Die("MIKCAR_TIMEOUT: " + (deadline ? std::string("must be > 0") : deadline.error().message));
   options.timeout = *deadline;
   if (!cors.empty()) {
     for (size_t start = 0; start <= cors.size();) {
       size_t comma = cors.find(',', start);
-      std::string origin = cors.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      std::string origin =
+          cors.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
       if (!origin.empty()) options.cors_origins.push_back(origin);
       if (comma == std::string::npos) break;
       start = comma + 1;
@@ -171,8 +189,8 @@ int main(int argc, char** argv) {
     const auto& spec = mikcar::server::Services()[i];
     if (!enabled[i] && !(all && spec.compiled_in)) continue;
     if (!spec.compiled_in) {
-      Die("--" + spec.name + ": the " + spec.name + " service is not compiled into this build; rebuild with -D" +
-          spec.cmake_option + "=ON");
+      Die("--" + spec.name + ": the " + spec.name +
+          " service is not compiled into this build; rebuild with -D" + spec.cmake_option + "=ON");
     }
     std::string url = Env(spec.url_env.c_str());
     bool embedded = url.empty();
@@ -185,7 +203,8 @@ int main(int argc, char** argv) {
     auto service = spec.create(url);
     if (!service) Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": " + service.error().message);
     if (auto ready = mikcar::CheckReady(**service, std::chrono::seconds(5)); !ready) {
-      Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": backend unreachable: " + ready.error().message);
+      Die(spec.url_env + "=" + mikcar::RedactUri(url) +
+          ": backend unreachable: " + ready.error().message);
     }
     spdlog::info("{}: {} ({}{})", spec.name, mikcar::RedactUri(url), (*service)->backend_name(),
                  embedded ? ", embedded default; set " + spec.url_env + " to change" : "");
@@ -194,7 +213,8 @@ int main(int argc, char** argv) {
   }
   if (count == 0) {
     std::fprintf(stderr,
-                 "mikcar: no service enabled; expected at least one of --storage --kv --sql --queue --secrets "
+                 "mikcar: no service enabled; expected at least one of --storage --kv --sql "
+                 "--queue --secrets "
                  "--email or --all (see mikcar --help)\n");
     return kExitUsage;
   }
@@ -203,7 +223,8 @@ int main(int argc, char** argv) {
   if (!handle) Die(handle.error().message);
   if (options.tcp) spdlog::info("listening on {}:{}", options.host, handle->port());
   if (!options.unix_socket.empty()) spdlog::info("listening on unix:{}", options.unix_socket);
-  if (options.auth_token.empty()) spdlog::warn("no auth token set: every client on this address can call mikcar");
+  if (options.auth_token.empty())
+    spdlog::warn("no auth token set: every client on this address can call mikcar");
   handle->wait();
   spdlog::info("stopped");
   return 0;

@@ -21,9 +21,9 @@ struct BackendInfo {
 };
 
 struct ServiceSpec {
-  std::string name;           // "kv": flag --kv, mount /kv
-  std::string url_env;        // "KV_URL"
-  std::string cmake_option;   // "MIKCAR_WITH_KV"
+  std::string name;          // "kv": flag --kv, mount /kv
+  std::string url_env;       // "KV_URL"
+  std::string cmake_option;  // "MIKCAR_WITH_KV"
   bool compiled_in = false;
   // The embedded default URL under the data directory, e.g. file://<data>/kv.
   std::function<std::string(const std::string& data_dir)> default_url;

@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
-#include <thread>
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <thread>
 
 namespace mikcar {
 namespace {
@@ -61,8 +60,10 @@ TEST(BlockingPoolTest, AFullQueueAnswersUnavailableInsteadOfGrowing) {
   };
   auto task = [&]() -> asio::awaitable<void> {
     auto r = co_await pool.Run(slow);
-    if (r) ++ok;
-    else if (r.error().code == ErrorCode::kUnavailable) ++unavailable;
+    if (r)
+      ++ok;
+    else if (r.error().code == ErrorCode::kUnavailable)
+      ++unavailable;
   };
   for (int i = 0; i < 5; ++i) asio::co_spawn(io, task(), asio::detached);
   std::thread releaser([&] {

@@ -15,11 +15,15 @@ struct Thing {
 
 BackendRegistry<Thing> MakeRegistry() {
   BackendRegistry<Thing> r;
-  EXPECT_TRUE(r.Register({"mem", {"memory"}, "doc", [](const Uri& u) -> Result<std::unique_ptr<Thing>> {
+  EXPECT_TRUE(r.Register({"mem",
+                          {"memory"},
+                          "doc",
+                          [](const Uri& u) -> Result<std::unique_ptr<Thing>> {
                             auto t = std::make_unique<Thing>();
                             t->from = u.scheme + "|" + u.host;
                             return t;
-                          }, ""}));
+                          },
+                          ""}));
   EXPECT_TRUE(r.Register({"far", {"far", "fars"}, "doc", {}, "MIKCAR_WITH_FAR"}));
   return r;
 }

@@ -3,12 +3,11 @@
 #include "mikcar/builder.h"
 
 #include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include <string>
 
@@ -40,7 +39,8 @@ std::string Get(uint16_t port, const std::string& path, const std::string& extra
     close(fd);
     return "connect failed";
   }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra + "\r\n";
+  std::string req =
+      "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra + "\r\n";
   (void)!write(fd, req.data(), req.size());
   std::string out;
   char buf[4096];
@@ -50,7 +50,8 @@ std::string Get(uint16_t port, const std::string& path, const std::string& extra
 }
 
 TEST(BuilderTest, ServesACustomSidecarUnderItsName) {
-  auto server = SidecarBuilder{}.port(0).auth_token("tok").add(std::make_unique<EchoSidecar>()).start();
+  auto server =
+      SidecarBuilder{}.port(0).auth_token("tok").add(std::make_unique<EchoSidecar>()).start();
   ASSERT_TRUE(server) << server.error().message;
   ASSERT_NE(server->port(), 0);
   std::string ok = Get(server->port(), "/echo/say/hi", "Authorization: Bearer tok\r\n");
@@ -66,7 +67,12 @@ TEST(BuilderTest, ServesACustomSidecarUnderItsName) {
 }
 
 TEST(BuilderTest, SingleServiceModeMountsAtTheRoot) {
-  auto server = SidecarBuilder{}.port(0).no_auth().mount_at_root().add(std::make_unique<EchoSidecar>()).start();
+  auto server = SidecarBuilder{}
+                    .port(0)
+                    .no_auth()
+                    .mount_at_root()
+                    .add(std::make_unique<EchoSidecar>())
+                    .start();
   ASSERT_TRUE(server) << server.error().message;
   EXPECT_THAT(Get(server->port(), "/say/root"), HasSubstr("\r\n\r\nroot"));
   EXPECT_THAT(Get(server->port(), "/echo/say/root"), StartsWith("HTTP/1.1 404"));
@@ -82,11 +88,17 @@ TEST(BuilderTest, StopIsIdempotentAndFreesThePort) {
 }
 
 TEST(BuilderTest, RefusesAPublicBindWithoutAToken) {
-  auto server = SidecarBuilder{}.host("0.0.0.0").port(0).add(std::make_unique<EchoSidecar>()).start();
+  auto server =
+      SidecarBuilder{}.host("0.0.0.0").port(0).add(std::make_unique<EchoSidecar>()).start();
   ASSERT_FALSE(server);
   EXPECT_EQ(server.error().code, ErrorCode::kBadRequest);
   EXPECT_THAT(server.error().message, HasSubstr("HOST=0.0.0.0"));
-  auto open = SidecarBuilder{}.host("0.0.0.0").port(0).no_auth().add(std::make_unique<EchoSidecar>()).start();
+  auto open = SidecarBuilder{}
+                  .host("0.0.0.0")
+                  .port(0)
+                  .no_auth()
+                  .add(std::make_unique<EchoSidecar>())
+                  .start();
   EXPECT_TRUE(open) << open.error().message;
 }
 

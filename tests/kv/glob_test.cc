@@ -47,7 +47,8 @@ TEST(KvRulesTest, RedisIntegerRules) {
   EXPECT_EQ(*AddToInteger(std::nullopt, 5), 5);
   EXPECT_EQ(*AddToInteger("-7", 2), -5);
   EXPECT_EQ(*AddToInteger("9223372036854775806", 1), INT64_MAX);
-  for (const char* bad : {"", " 7", "7 ", "+7", "007", "-0", "7.0", "abc", "-", "99999999999999999999"}) {
+  for (const char* bad :
+       {"", " 7", "7 ", "+7", "007", "-0", "7.0", "abc", "-", "99999999999999999999"}) {
     auto r = AddToInteger(std::string_view(bad), 1);
     ASSERT_FALSE(r) << bad;
     EXPECT_EQ(r.error().code, ErrorCode::kNotAnInteger) << bad;

@@ -10,13 +10,12 @@
 // "absent"); a plain set clears the TTL unless keep_ttl.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
 
 #include "mikcar/error.h"
 
@@ -33,17 +32,17 @@ struct Entry {
 };
 
 struct SetOptions {
-  int64_t ttl_ms = 0;        // > 0 sets a TTL; 0 = no TTL (cleared unless keep_ttl)
-  bool keep_ttl = false;     // keep the existing TTL
-  bool only_if_absent = false;   // NX
-  bool only_if_present = false;  // XX
+  int64_t ttl_ms = 0;                  // > 0 sets a TTL; 0 = no TTL (cleared unless keep_ttl)
+  bool keep_ttl = false;               // keep the existing TTL
+  bool only_if_absent = false;         // NX
+  bool only_if_present = false;        // XX
   std::optional<uint64_t> if_version;  // compare-and-swap on the current version
   std::string content_type;
 };
 
 struct KeysPage {
-  std::vector<std::string> keys;       // ascending byte order
-  std::optional<std::string> cursor;   // pass back to continue; nullopt when done
+  std::vector<std::string> keys;      // ascending byte order
+  std::optional<std::string> cursor;  // pass back to continue; nullopt when done
 };
 
 class KvBackend {
@@ -60,7 +59,8 @@ class KvBackend {
   // Returns the new version. PRECONDITION_FAILED when NX/XX/if_version is not met.
   virtual Task<uint64_t> Set(std::string key, std::string value, SetOptions options) = 0;
   // All or nothing, in one transaction. ttl_ms > 0 applies to every key; 0 clears TTLs.
-  virtual Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items, int64_t ttl_ms) = 0;
+  virtual Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items,
+                             int64_t ttl_ms) = 0;
   // true if a live key was deleted. PRECONDITION_FAILED when if_version is given and differs
   // (an absent key has version 0).
   virtual Task<bool> Delete(std::string key, std::optional<uint64_t> if_version) = 0;

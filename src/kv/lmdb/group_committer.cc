@@ -1,11 +1,10 @@
 #include "kv/lmdb/group_committer.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 #include <cstring>
 #include <filesystem>
-
-#include <spdlog/spdlog.h>
 
 namespace mikcar::lmdb {
 namespace {
@@ -17,14 +16,17 @@ constexpr char kVersionKey[] = "last_version";
 }  // namespace
 
 Error LmdbError(int rc, std::string_view what) {
-  ErrorCode code = rc == MDB_MAP_FULL || rc == ENOSPC ? ErrorCode::kUnavailable : ErrorCode::kBackend;
+  ErrorCode code =
+      rc == MDB_MAP_FULL || rc == ENOSPC ? ErrorCode::kUnavailable : ErrorCode::kBackend;
   return Error{code, "lmdb: " + std::string(what) + ": " + mdb_strerror(rc), {}};
 }
 
-Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& dir, const std::vector<std::string>& dbs) {
+Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& dir,
+                                                             const std::vector<std::string>& dbs) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return Fail(ErrorCode::kBackend, "lmdb: cannot create directory " + dir + ": " + ec.message());
+  if (ec)
+    return Fail(ErrorCode::kBackend, "lmdb: cannot create directory " + dir + ": " + ec.message());
   std::unique_ptr<GroupCommitter> store(new GroupCommitter());
   int rc = mdb_env_create(&store->env_);
   if (rc == 0) rc = mdb_env_set_maxdbs(store->env_, static_cast<MDB_dbi>(dbs.size() + 1));
@@ -62,7 +64,8 @@ Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& 
 
 GroupCommitter::~GroupCommitter() { Close(); }
 
-void GroupCommitter::SetPeriodic(std::chrono::milliseconds period, std::function<bool(MDB_txn*)> task) {
+void GroupCommitter::SetPeriodic(std::chrono::milliseconds period,
+                                 std::function<bool(MDB_txn*)> task) {
   std::lock_guard lock(mu_);
   period_ = period;
   periodic_ = std::move(task);
@@ -120,7 +123,8 @@ void GroupCommitter::WriterLoop() {
       MDB_txn* txn = nullptr;
       if (mdb_txn_begin(env_, nullptr, 0, &txn) == 0) {
         if (periodic_(txn)) {
-          if (int rc = mdb_txn_commit(txn); rc != 0) spdlog::warn("lmdb periodic commit: {}", mdb_strerror(rc));
+          if (int rc = mdb_txn_commit(txn); rc != 0)
+            spdlog::warn("lmdb periodic commit: {}", mdb_strerror(rc));
         } else {
           mdb_txn_abort(txn);
         }

@@ -13,6 +13,7 @@
 #include <lmdb.h>
 
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -23,8 +24,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
 
 #include "common/async.h"
 #include "mikcar/error.h"
@@ -37,7 +36,8 @@ Error LmdbError(int rc, std::string_view what);
 class GroupCommitter {
  public:
   // `dbs` are the named databases to open (created if missing); Dbi(i) returns the i-th.
-  static Result<std::unique_ptr<GroupCommitter>> Open(const std::string& dir, const std::vector<std::string>& dbs);
+  static Result<std::unique_ptr<GroupCommitter>> Open(const std::string& dir,
+                                                      const std::vector<std::string>& dbs);
   ~GroupCommitter();
 
   MDB_dbi Dbi(size_t i) const { return dbis_[i]; }

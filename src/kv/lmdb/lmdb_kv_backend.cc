@@ -1,8 +1,8 @@
 #include "kv/lmdb/lmdb_kv_backend.h"
 
-#include <cstring>
-
 #include <spdlog/spdlog.h>
+
+#include <cstring>
 
 #include "kv/glob.h"
 #include "kv/kv_rules.h"
@@ -37,7 +37,8 @@ std::string DbKey(std::string_view key) {
   // FNV-1a 256 would do; a 4×64-bit FNV-1a with different seeds keeps this dependency-free and
   // collisions are checked against the stored full key anyway.
   std::string out(key.substr(0, kLongPrefix));
-  for (uint64_t seed : {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full}) {
+  for (uint64_t seed : {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9e3779b97f4a7c15ull,
+                        0xc2b2ae3d27d4eb4full}) {
     uint64_t h = seed;
     for (unsigned char c : key) h = (h ^ c) * 0x100000001b3ull;
     for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>(h >> (i * 8)));
@@ -45,8 +46,8 @@ std::string DbKey(std::string_view key) {
   return out;
 }
 
-std::string Encode(uint64_t version, int64_t expires, std::string_view content_type, std::string_view key,
-                   std::string_view value) {
+std::string Encode(uint64_t version, int64_t expires, std::string_view content_type,
+                   std::string_view key, std::string_view value) {
   std::string_view full_key = key.size() > kDirectKey ? key : std::string_view{};
   uint16_t ct = static_cast<uint16_t>(std::min<size_t>(content_type.size(), 1024));
   uint16_t fk = static_cast<uint16_t>(full_key.size());
@@ -84,7 +85,8 @@ MDB_val Val(std::string_view s) { return MDB_val{s.size(), const_cast<char*>(s.d
 std::string ExpiryKey(int64_t expires, std::string_view db_key) {
   std::string out(8, '\0');
   uint64_t e = static_cast<uint64_t>(expires);
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(e >> ((7 - i) * 8));  // big-endian: time order
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>(e >> ((7 - i) * 8));  // big-endian: time order
   out.append(db_key);
   return out;
 }
@@ -94,7 +96,8 @@ class LmdbKvBackend final : public KvBackend {
   explicit LmdbKvBackend(std::unique_ptr<GroupCommitter> store) : store_(std::move(store)) {
     kv_ = store_->Dbi(0);
     exp_ = store_->Dbi(1);
-    store_->SetPeriodic(std::chrono::milliseconds(100), [this](MDB_txn* txn) { return Sweep(txn); });
+    store_->SetPeriodic(std::chrono::milliseconds(100),
+                        [this](MDB_txn* txn) { return Sweep(txn); });
   }
 
   std::string name() const override { return "lmdb"; }
@@ -118,34 +121,42 @@ class LmdbKvBackend final : public KvBackend {
         Record r;
         auto found = Find(txn, key, r, now);
         if (!found) return Fail(found.error());
-        out.push_back(*found ? std::optional<Entry>(Entry{std::string(r.value), std::string(r.content_type),
-                                                          r.version, r.expires_at_ms})
-                             : std::nullopt);
+        out.push_back(
+            *found ? std::optional<Entry>(Entry{std::string(r.value), std::string(r.content_type),
+                                                r.version, r.expires_at_ms})
+                   : std::nullopt);
       }
       return out;
     });
   }
 
   Task<uint64_t> Set(std::string key, std::string value, SetOptions options) override {
-    std::function<Result<uint64_t>(MDB_txn*)> op = [this, key = std::move(key), value = std::move(value),
-                                                options = std::move(options)](MDB_txn* txn) -> Result<uint64_t> {
+    std::function<Result<uint64_t>(MDB_txn*)> op =
+        [this, key = std::move(key), value = std::move(value),
+         options = std::move(options)](MDB_txn* txn) -> Result<uint64_t> {
       int64_t now = NowMs();
       Record current;
       auto found = Find(txn, key, current, now);
       if (!found) return Fail(found.error());
-      if (options.only_if_absent && *found) return Fail(ErrorCode::kPreconditionFailed, "key exists (nx)");
-      if (options.only_if_present && !*found) return Fail(ErrorCode::kPreconditionFailed, "key does not exist (xx)");
+      if (options.only_if_absent && *found)
+        return Fail(ErrorCode::kPreconditionFailed, "key exists (nx)");
+      if (options.only_if_present && !*found)
+        return Fail(ErrorCode::kPreconditionFailed, "key does not exist (xx)");
       if (options.if_version && (*found ? current.version : 0) != *options.if_version) {
         return Fail(ErrorCode::kPreconditionFailed, "version does not match If-Match");
       }
-      int64_t expires = options.ttl_ms > 0 ? now + options.ttl_ms : (options.keep_ttl && *found) ? current.expires_at_ms : 0;
+      int64_t expires = options.ttl_ms > 0             ? now + options.ttl_ms
+                        : (options.keep_ttl && *found) ? current.expires_at_ms
+                                                       : 0;
       return Put(txn, key, value, options.content_type, expires);
     };
     co_return co_await store_->Write<uint64_t>(std::move(op));
   }
 
-  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items, int64_t ttl_ms) override {
-    std::function<Result<void>(MDB_txn*)> op = [this, items = std::move(items), ttl_ms](MDB_txn* txn) -> Result<void> {
+  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items,
+                     int64_t ttl_ms) override {
+    std::function<Result<void>(MDB_txn*)> op = [this, items = std::move(items),
+                                                ttl_ms](MDB_txn* txn) -> Result<void> {
       int64_t expires = ttl_ms > 0 ? NowMs() + ttl_ms : 0;
       for (const auto& [key, value] : items) {
         if (auto v = Put(txn, key, value, "", expires); !v) return Fail(v.error());
@@ -156,7 +167,8 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<bool> Delete(std::string key, std::optional<uint64_t> if_version) override {
-    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key), if_version](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key),
+                                                if_version](MDB_txn* txn) -> Result<bool> {
       Record current;
       auto found = Find(txn, key, current, NowMs());
       if (!found) return Fail(found.error());
@@ -170,7 +182,8 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<uint64_t> DeleteMany(std::vector<std::string> keys) override {
-    std::function<Result<uint64_t>(MDB_txn*)> op = [this, keys = std::move(keys)](MDB_txn* txn) -> Result<uint64_t> {
+    std::function<Result<uint64_t>(MDB_txn*)> op =
+        [this, keys = std::move(keys)](MDB_txn* txn) -> Result<uint64_t> {
       uint64_t n = 0;
       int64_t now = NowMs();
       for (const auto& key : keys) {
@@ -186,15 +199,18 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<int64_t> Increment(std::string key, int64_t by) override {
-    std::function<Result<int64_t>(MDB_txn*)> op = [this, key = std::move(key), by](MDB_txn* txn) -> Result<int64_t> {
+    std::function<Result<int64_t>(MDB_txn*)> op = [this, key = std::move(key),
+                                                   by](MDB_txn* txn) -> Result<int64_t> {
       Record current;
       auto found = Find(txn, key, current, NowMs());
       if (!found) return Fail(found.error());
-      auto sum = AddToInteger(*found ? std::optional<std::string_view>(current.value) : std::nullopt, by);
+      auto sum =
+          AddToInteger(*found ? std::optional<std::string_view>(current.value) : std::nullopt, by);
       if (!sum) return Fail(sum.error());
       std::string content_type(*found ? current.content_type : std::string_view{});
       int64_t expires = *found ? current.expires_at_ms : 0;
-      if (auto v = Put(txn, key, std::to_string(*sum), content_type, expires); !v) return Fail(v.error());
+      if (auto v = Put(txn, key, std::to_string(*sum), content_type, expires); !v)
+        return Fail(v.error());
       return *sum;
     };
     co_return co_await store_->Write<int64_t>(std::move(op));
@@ -210,14 +226,16 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<bool> Expire(std::string key, int64_t ttl_ms) override {
-    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key), ttl_ms](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key),
+                                                ttl_ms](MDB_txn* txn) -> Result<bool> {
       return Retime(txn, key, ttl_ms, /*persist=*/false);
     };
     co_return co_await store_->Write<bool>(std::move(op));
   }
 
   Task<bool> Persist(std::string key) override {
-    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key)](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(MDB_txn*)> op =
+        [this, key = std::move(key)](MDB_txn* txn) -> Result<bool> {
       return Retime(txn, key, 0, /*persist=*/true);
     };
     co_return co_await store_->Write<bool>(std::move(op));
@@ -238,12 +256,14 @@ class LmdbKvBackend final : public KvBackend {
       std::string prefix = GlobLiteralPrefix(pattern);
       if (prefix.size() > kLongPrefix) prefix.resize(kLongPrefix);
       MDB_cursor* cur = nullptr;
-      if (int rc = mdb_cursor_open(txn, kv_, &cur); rc != 0) return Fail(LmdbError(rc, "open cursor"));
+      if (int rc = mdb_cursor_open(txn, kv_, &cur); rc != 0)
+        return Fail(LmdbError(rc, "open cursor"));
       std::string start = cursor.empty() || cursor < prefix ? prefix : cursor;
       MDB_val k = Val(start), v;
       // LMDB refuses an empty key: an empty start means the first key.
       int rc = mdb_cursor_get(cur, &k, &v, start.empty() ? MDB_FIRST : MDB_SET_RANGE);
-      if (rc == 0 && !cursor.empty() && std::string_view(static_cast<char*>(k.mv_data), k.mv_size) == cursor) {
+      if (rc == 0 && !cursor.empty() &&
+          std::string_view(static_cast<char*>(k.mv_data), k.mv_size) == cursor) {
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
       }
       int64_t now = NowMs();
@@ -288,8 +308,8 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   // Writes `key` with a new version and keeps the expiry index in step (same transaction).
-  Result<uint64_t> Put(MDB_txn* txn, std::string_view key, std::string_view value, std::string_view content_type,
-                       int64_t expires) {
+  Result<uint64_t> Put(MDB_txn* txn, std::string_view key, std::string_view value,
+                       std::string_view content_type, int64_t expires) {
     std::string db_key = DbKey(key);
     if (auto idx = DropExpiry(txn, db_key); !idx) return Fail(idx.error());
     uint64_t version = ++store_->last_version();
@@ -299,7 +319,8 @@ class LmdbKvBackend final : public KvBackend {
     if (expires != 0) {
       std::string ek = ExpiryKey(expires, db_key);
       MDB_val ik = Val(ek), empty{0, nullptr};
-      if (int rc = mdb_put(txn, exp_, &ik, &empty, 0); rc != 0) return Fail(Failed(rc, "put expiry"));
+      if (int rc = mdb_put(txn, exp_, &ik, &empty, 0); rc != 0)
+        return Fail(Failed(rc, "put expiry"));
     }
     return version;
   }
@@ -340,7 +361,8 @@ class LmdbKvBackend final : public KvBackend {
       return true;
     }
     std::string value(current.value), content_type(current.content_type);
-    if (auto v = Put(txn, key, value, content_type, persist ? 0 : now + ttl_ms); !v) return Fail(v.error());
+    if (auto v = Put(txn, key, value, content_type, persist ? 0 : now + ttl_ms); !v)
+      return Fail(v.error());
     return true;
   }
 
@@ -366,7 +388,8 @@ class LmdbKvBackend final : public KvBackend {
       std::string db_key(static_cast<const char*>(k.mv_data) + 8, k.mv_size - 8);
       MDB_val rk = Val(db_key), rv;
       Record r;
-      if (mdb_get(txn, kv_, &rk, &rv) == 0 && Decode(rv, r) && r.expires_at_ms == static_cast<int64_t>(expires)) {
+      if (mdb_get(txn, kv_, &rk, &rv) == 0 && Decode(rv, r) &&
+          r.expires_at_ms == static_cast<int64_t>(expires)) {
         mdb_del(txn, kv_, &rk, nullptr);
       }
       mdb_cursor_del(cur, 0);
@@ -385,9 +408,11 @@ class LmdbKvBackend final : public KvBackend {
 
 Result<std::unique_ptr<KvBackend>> OpenLmdbKvBackend(const Uri& uri) {
   if (uri.path.empty() || (!uri.host.empty() && uri.host != "localhost")) {
-    return Fail(ErrorCode::kBadRequest, "expected file:///absolute/dir or lmdb:///absolute/dir (three slashes)");
+    return Fail(ErrorCode::kBadRequest,
+                "expected file:///absolute/dir or lmdb:///absolute/dir (three slashes)");
   }
-  if (uri.scheme == "redb") spdlog::info("kv: redb:// is served by LMDB (on-disk format is LMDB, not redb)");
+  if (uri.scheme == "redb")
+    spdlog::info("kv: redb:// is served by LMDB (on-disk format is LMDB, not redb)");
   auto store = GroupCommitter::Open(uri.path, {"kv", "expiry"});
   if (!store) return Fail(store.error());
   return std::unique_ptr<KvBackend>(std::make_unique<LmdbKvBackend>(std::move(*store)));

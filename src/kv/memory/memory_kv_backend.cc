@@ -38,18 +38,21 @@ class MemoryKvBackend final : public KvBackend {
     std::unique_lock lock(mu_);
     int64_t now = Sweep();
     Entry* current = LiveMutable(key, now);
-    if (options.only_if_absent && current) co_return Fail(ErrorCode::kPreconditionFailed, "key exists (nx)");
-    if (options.only_if_present && !current) co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (xx)");
+    if (options.only_if_absent && current)
+      co_return Fail(ErrorCode::kPreconditionFailed, "key exists (nx)");
+    if (options.only_if_present && !current)
+      co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (xx)");
     if (options.if_version && (current ? current->version : 0) != *options.if_version) {
       co_return Fail(ErrorCode::kPreconditionFailed, "version does not match If-Match");
     }
-    int64_t expires = options.ttl_ms > 0 ? now + options.ttl_ms
+    int64_t expires = options.ttl_ms > 0              ? now + options.ttl_ms
                       : (options.keep_ttl && current) ? current->expires_at_ms
                                                       : 0;
     co_return Put(key, std::move(value), std::move(options.content_type), expires);
   }
 
-  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items, int64_t ttl_ms) override {
+  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items,
+                     int64_t ttl_ms) override {
     std::unique_lock lock(mu_);
     int64_t now = Sweep();
     for (auto& [key, value] : items) Put(key, std::move(value), "", ttl_ms > 0 ? now + ttl_ms : 0);
@@ -81,9 +84,11 @@ class MemoryKvBackend final : public KvBackend {
     std::unique_lock lock(mu_);
     int64_t now = Sweep();
     Entry* current = LiveMutable(key, now);
-    auto sum = AddToInteger(current ? std::optional<std::string_view>(current->value) : std::nullopt, by);
+    auto sum =
+        AddToInteger(current ? std::optional<std::string_view>(current->value) : std::nullopt, by);
     if (!sum) co_return Fail(sum.error());
-    Put(key, std::to_string(*sum), current ? current->content_type : "", current ? current->expires_at_ms : 0);
+    Put(key, std::to_string(*sum), current ? current->content_type : "",
+        current ? current->expires_at_ms : 0);
     co_return *sum;
   }
 
@@ -137,7 +142,8 @@ class MemoryKvBackend final : public KvBackend {
         page.cursor = EncodeCursor(page.keys.empty() ? std::prev(it)->first : page.keys.back());
         break;
       }
-      if (IsLive(it->second.expires_at_ms, now) && GlobMatch(pattern, key)) page.keys.push_back(key);
+      if (IsLive(it->second.expires_at_ms, now) && GlobMatch(pattern, key))
+        page.keys.push_back(key);
     }
     co_return page;
   }
@@ -150,9 +156,12 @@ class MemoryKvBackend final : public KvBackend {
     if (it == data_.end() || !IsLive(it->second.expires_at_ms, now)) return nullptr;
     return &it->second;
   }
-  Entry* LiveMutable(const std::string& key, int64_t now) { return const_cast<Entry*>(Live(key, now)); }
+  Entry* LiveMutable(const std::string& key, int64_t now) {
+    return const_cast<Entry*>(Live(key, now));
+  }
 
-  uint64_t Put(const std::string& key, std::string value, std::string content_type, int64_t expires) {
+  uint64_t Put(const std::string& key, std::string value, std::string content_type,
+               int64_t expires) {
     Entry& e = data_[key];
     SetExpiry(key, e, expires);
     e.value = std::move(value);

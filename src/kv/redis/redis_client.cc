@@ -4,11 +4,6 @@
 #include <hiredis/read.h>
 #include <openssl/sha.h>
 
-#include <deque>
-#include <mutex>
-#include <thread>
-#include <unordered_map>
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -18,6 +13,10 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
 
 #include "common/async.h"
 
@@ -45,15 +44,28 @@ std::string Format(const std::vector<std::string>& args) {
 Reply Convert(const redisReply* r) {
   Reply out;
   switch (r->type) {
-    case REDIS_REPLY_STRING: out.type = Reply::Type::kString; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_STATUS: out.type = Reply::Type::kStatus; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_ERROR: out.type = Reply::Type::kError; out.str.assign(r->str, r->len); break;
-    case REDIS_REPLY_INTEGER: out.type = Reply::Type::kInteger; out.integer = r->integer; break;
+    case REDIS_REPLY_STRING:
+      out.type = Reply::Type::kString;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::Type::kStatus;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::Type::kError;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::Type::kInteger;
+      out.integer = r->integer;
+      break;
     case REDIS_REPLY_ARRAY:
       out.type = Reply::Type::kArray;
       for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(Convert(r->element[i]));
       break;
-    default: out.type = Reply::Type::kNil;
+    default:
+      out.type = Reply::Type::kNil;
   }
   return out;
 }
@@ -75,7 +87,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   explicit ClientImpl(Options options) : options_(std::move(options)) {
     if (options_.tls) {
       ssl_ctx_.set_default_verify_paths();
-      ssl_ctx_.set_verify_mode(options_.tls_insecure ? asio::ssl::verify_none : asio::ssl::verify_peer);
+      ssl_ctx_.set_verify_mode(options_.tls_insecure ? asio::ssl::verify_none
+                                                     : asio::ssl::verify_peer);
     }
   }
   ~ClientImpl() override { Close(); }
@@ -85,8 +98,11 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
   }
 
   asio::awaitable<Result<Reply>> Command(std::vector<std::string> args) override {
-    auto start = [self = shared_from_this(), cmd = Format(args)](std::shared_ptr<Completion<Reply>> done) mutable {
-      asio::post(self->ctx_, [self, cmd = std::move(cmd), done]() mutable { self->Enqueue(std::move(cmd), done); });
+    auto start = [self = shared_from_this(),
+                  cmd = Format(args)](std::shared_ptr<Completion<Reply>> done) mutable {
+      asio::post(self->ctx_, [self, cmd = std::move(cmd), done]() mutable {
+        self->Enqueue(std::move(cmd), done);
+      });
     };
     co_return co_await Suspend<Reply>(std::move(start));
   }
@@ -141,8 +157,9 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     while (!out_.empty() && state_ == State::kConnected) {
       std::string buffer;
       buffer.swap(out_);
-      auto [ec, n] = options_.tls ? co_await asio::async_write(*stream_, asio::buffer(buffer), kTuple)
-                                  : co_await asio::async_write(Socket(), asio::buffer(buffer), kTuple);
+      auto [ec, n] = options_.tls
+                         ? co_await asio::async_write(*stream_, asio::buffer(buffer), kTuple)
+                         : co_await asio::async_write(Socket(), asio::buffer(buffer), kTuple);
       if (ec) {
         boost::system::error_code ignored;
         Socket().close(ignored);  // the reader sees it and fails what is in flight
@@ -171,7 +188,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
       out_ = hello + out_;
       state_ = State::kConnected;
       asio::co_spawn(ctx_, Flush(), asio::detached);
-      std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(), redisReaderFree);
+      std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(),
+                                                                  redisReaderFree);
       char buf[64 * 1024];
       while (failure.empty()) {
         auto [ec, n] = options_.tls ? co_await stream_->async_read_some(asio::buffer(buf), kTuple)
@@ -215,8 +233,9 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     auto pending = std::move(pending_);
     pending_.clear();
     for (auto& done : pending) {
-      done->Complete(Fail(ErrorCode::kUnavailable, "redis " + options_.host + ":" + std::to_string(options_.port) +
-                                                       ": " + failure));
+      done->Complete(
+          Fail(ErrorCode::kUnavailable,
+               "redis " + options_.host + ":" + std::to_string(options_.port) + ": " + failure));
     }
   }
 
@@ -224,7 +243,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
 
   asio::awaitable<boost::system::error_code> ConnectSocket() {
     asio::ip::tcp::resolver resolver(ctx_);
-    auto [rec, endpoints] = co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kTuple);
+    auto [rec, endpoints] =
+        co_await resolver.async_resolve(options_.host, std::to_string(options_.port), kTuple);
     if (rec) co_return rec;
     stream_ = std::make_unique<asio::ssl::stream<asio::ip::tcp::socket>>(ctx_, ssl_ctx_);
     asio::steady_timer timer(ctx_, kConnectTimeout);
@@ -238,7 +258,8 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
     if (!ec) Socket().set_option(asio::ip::tcp::no_delay(true), ec);
     if (!ec && options_.tls) {
       SSL_set_tlsext_host_name(stream_->native_handle(), options_.host.c_str());
-      if (!options_.tls_insecure) stream_->set_verify_callback(asio::ssl::host_name_verification(options_.host));
+      if (!options_.tls_insecure)
+        stream_->set_verify_callback(asio::ssl::host_name_verification(options_.host));
       std::tie(ec) = co_await stream_->async_handshake(asio::ssl::stream_base::client, kTuple);
     }
     timer.cancel();

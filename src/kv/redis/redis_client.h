@@ -1,18 +1,17 @@
 // A pipelining RESP client on Asio, using hiredis only for encoding commands and parsing replies
 // (Debian's hiredis 0.14 has no Asio adapter and no TLS; TLS here is asio::ssl/OpenSSL, with
-// the system trust store, which SSL_CERT_FILE overrides). One TCP connection, driven by the client's own
-// thread: every caller's command is appended to the write buffer at once (automatic
+// the system trust store, which SSL_CERT_FILE overrides). One TCP connection, driven by the
+// client's own thread: every caller's command is appended to the write buffer at once (automatic
 // pipelining) and replies complete callers in order. A lost connection fails the commands in
 // flight with UNAVAILABLE and the next command reconnects, so a Redis restart costs only the
 // requests that were in flight. Thread-safe.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/asio/awaitable.hpp>
 
 #include "mikcar/error.h"
 
@@ -35,7 +34,7 @@ struct Options {
   std::string user;
   std::string password;
   int db = 0;
-  bool tls = false;        // rediss://: TLS with certificate and host name verification
+  bool tls = false;           // rediss://: TLS with certificate and host name verification
   bool tls_insecure = false;  // ?insecure=true: skip verification (development only)
 };
 
@@ -48,7 +47,8 @@ class Client {
   // Reply of type kError (the caller decides what it means).
   virtual boost::asio::awaitable<Result<Reply>> Command(std::vector<std::string> args) = 0;
   // EVALSHA with a fall-back to EVAL when the server does not know the script yet.
-  virtual boost::asio::awaitable<Result<Reply>> Eval(const std::string& script, std::vector<std::string> keys,
+  virtual boost::asio::awaitable<Result<Reply>> Eval(const std::string& script,
+                                                     std::vector<std::string> keys,
                                                      std::vector<std::string> args) = 0;
   // Closes the connection and stops the client thread.
   virtual void Close() = 0;

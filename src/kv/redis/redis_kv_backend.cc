@@ -17,7 +17,8 @@ using redis::Reply;
 // so these names cannot collide with a user key. Every multi-step write is one Lua script, so it
 // is atomic and keeps the index in step.
 
-// KEYS: data, counter, index. ARGV: value, content type, ttl ms, keepttl, nx, xx, if_version|"", key.
+// KEYS: data, counter, index. ARGV: value, content type, ttl ms, keepttl, nx, xx, if_version|"",
+// key.
 const std::string kSetScript = R"lua(
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 local cur = 0
@@ -113,13 +114,18 @@ return out
 
 Error FromReplyError(const Reply& reply) {
   std::string_view msg = reply.str;
-  auto rest = [&](std::string_view tag) { return std::string(msg.substr(msg.find(tag) + tag.size())); };
-  if (msg.find("PRECONDITION ") != std::string_view::npos) return {ErrorCode::kPreconditionFailed, rest("PRECONDITION "), {}};
+  auto rest = [&](std::string_view tag) {
+    return std::string(msg.substr(msg.find(tag) + tag.size()));
+  };
+  if (msg.find("PRECONDITION ") != std::string_view::npos)
+    return {ErrorCode::kPreconditionFailed, rest("PRECONDITION "), {}};
   if (msg.find("OVERFLOW ") != std::string_view::npos) {
     return {ErrorCode::kOverflow, "increment or decrement would overflow a 64-bit integer", {}};
   }
   if (msg.find("NOTINT ") != std::string_view::npos) {
-    return {ErrorCode::kNotAnInteger, "value is not an integer or out of range; expected a base-10 64-bit integer", {}};
+    return {ErrorCode::kNotAnInteger,
+            "value is not an integer or out of range; expected a base-10 64-bit integer",
+            {}};
   }
   return {ErrorCode::kBackend, "redis: " + std::string(msg), {}};
 }
@@ -133,7 +139,10 @@ uint64_t ParseU64(std::string_view s) {
 class RedisKvBackend final : public KvBackend {
  public:
   RedisKvBackend(std::shared_ptr<redis::Client> client, std::string prefix)
-      : client_(std::move(client)), prefix_(std::move(prefix)), counter_(prefix_ + "\xffv"), index_(prefix_ + "\xffk") {}
+      : client_(std::move(client)),
+        prefix_(std::move(prefix)),
+        counter_(prefix_ + "\xffv"),
+        index_(prefix_ + "\xffk") {}
 
   std::string name() const override { return "redis"; }
 
@@ -159,16 +168,21 @@ class RedisKvBackend final : public KvBackend {
 
   Task<uint64_t> Set(std::string key, std::string value, SetOptions options) override {
     std::vector<std::string> keys_{prefix_ + key, counter_, index_};
-    std::vector<std::string> args_{std::move(value), options.content_type, std::to_string(options.ttl_ms),
-                                  options.keep_ttl ? "1" : "0", options.only_if_absent ? "1" : "0",
-                                  options.only_if_present ? "1" : "0",
-                                  options.if_version ? std::to_string(*options.if_version) : "", key};
+    std::vector<std::string> args_{std::move(value),
+                                   options.content_type,
+                                   std::to_string(options.ttl_ms),
+                                   options.keep_ttl ? "1" : "0",
+                                   options.only_if_absent ? "1" : "0",
+                                   options.only_if_present ? "1" : "0",
+                                   options.if_version ? std::to_string(*options.if_version) : "",
+                                   key};
     auto reply = co_await Script(kSetScript, std::move(keys_), std::move(args_));
     if (!reply) co_return Fail(reply.error());
     co_return static_cast<uint64_t>(reply->integer);
   }
 
-  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items, int64_t ttl_ms) override {
+  Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items,
+                     int64_t ttl_ms) override {
     std::vector<std::string> keys{counter_, index_}, args{std::to_string(ttl_ms)};
     for (auto& [k, v] : items) {
       keys.push_back(prefix_ + k);
@@ -246,7 +260,9 @@ class RedisKvBackend final : public KvBackend {
     std::string prefix = GlobLiteralPrefix(pattern);
     // Lexicographic (byte) ranges over the index; 0xFF never occurs in a UTF-8 key, so
     // "[prefix\xff" bounds every key that starts with the prefix.
-    std::string start = !cursor.empty() && cursor >= prefix ? "(" + cursor : prefix.empty() ? "-" : "[" + prefix;
+    std::string start = !cursor.empty() && cursor >= prefix ? "(" + cursor
+                        : prefix.empty()                    ? "-"
+                                                            : "[" + prefix;
     std::string end = prefix.empty() ? "+" : "[" + prefix + "\xff";
     for (size_t examined = 0;;) {
       size_t batch = std::min<size_t>(1000, limit - page.keys.size() + 100);
@@ -290,7 +306,8 @@ class RedisKvBackend final : public KvBackend {
     co_return reply;
   }
 
-  boost::asio::awaitable<Result<Reply>> Script(const std::string& script, std::vector<std::string> keys,
+  boost::asio::awaitable<Result<Reply>> Script(const std::string& script,
+                                               std::vector<std::string> keys,
                                                std::vector<std::string> args) {
     auto reply = co_await client_->Eval(script, std::move(keys), std::move(args));
     if (reply && reply->is_error()) co_return Fail(FromReplyError(*reply));
@@ -299,7 +316,8 @@ class RedisKvBackend final : public KvBackend {
 
   static std::optional<Entry> ToEntry(const Reply& r) {
     if (r.elements.size() != 3 || r.elements[0].is_nil()) return std::nullopt;
-    return Entry{r.elements[0].str, r.elements[1].str, r.elements[2].is_nil() ? 0 : ParseU64(r.elements[2].str), 0};
+    return Entry{r.elements[0].str, r.elements[1].str,
+                 r.elements[2].is_nil() ? 0 : ParseU64(r.elements[2].str), 0};
   }
 
   std::shared_ptr<redis::Client> client_;
@@ -323,12 +341,14 @@ Result<std::unique_ptr<KvBackend>> OpenRedisKvBackend(const Uri& uri) {
   if (!db.empty()) {
     auto [ptr, ec] = std::from_chars(db.data(), db.data() + db.size(), options.db);
     if (ec != std::errc() || ptr != db.data() + db.size() || options.db < 0) {
-      return Fail(ErrorCode::kBadRequest, "expected redis://[:password@]host:port[/db] with a numeric db; got path '" +
-                                              uri.path + "'");
+      return Fail(ErrorCode::kBadRequest,
+                  "expected redis://[:password@]host:port[/db] with a numeric db; got path '" +
+                      uri.path + "'");
     }
   }
   auto client = redis::Client::Create(options);
-  return std::unique_ptr<KvBackend>(std::make_unique<RedisKvBackend>(client, uri.query_param("prefix").value_or("")));
+  return std::unique_ptr<KvBackend>(
+      std::make_unique<RedisKvBackend>(client, uri.query_param("prefix").value_or("")));
 }
 
 }  // namespace mikcar::kv
