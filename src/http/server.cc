@@ -261,14 +261,27 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
   explicit Connection(Socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
 
   // Cancels pending socket I/O at `deadline`; `timed_out` tells the coroutine why it failed.
-  void Arm(Clock::time_point deadline) {
-    timer.expires_at(deadline);
+  // Re-arming is a store: the one timer wait in flight re-checks the latest deadline when it
+  // fires, so a busy keep-alive connection costs no timer operation per request.
+  void Arm(Clock::time_point at) {
+    deadline = at;
+    if (!waiting) Wait(at);
+  }
+  void Disarm() { deadline = Clock::time_point::max(); }
+  void Stop() {
+    Disarm();
+    timer.cancel();
+  }
+  void Wait(Clock::time_point at) {
+    waiting = true;
+    timer.expires_at(at);
     timer.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
-      if (!ec) {
-        self->timed_out = true;
-        boost::system::error_code ignored;
-        self->socket.cancel(ignored);
-      }
+      self->waiting = false;
+      if (ec || self->deadline == Clock::time_point::max()) return;  // stopped or disarmed
+      if (Clock::now() < self->deadline) return self->Wait(self->deadline);
+      self->timed_out = true;
+      boost::system::error_code ignored;
+      self->socket.cancel(ignored);
     });
   }
   void CloseIfIdle() override {
@@ -282,6 +295,8 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
 
   Socket socket;
   asio::steady_timer timer;
+  Clock::time_point deadline = Clock::time_point::max();
+  bool waiting = false;
   bool timed_out = false;
   bool idle = true;
 };
@@ -429,7 +444,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
         break;
       }
     }
-    conn->timer.cancel();
+    conn->Disarm();
 
     // The message moves to the heap so a handler that outlives its deadline still owns it.
     auto exchange = std::make_shared<Exchange>(Exchange{parser.release(), {}});
@@ -490,10 +505,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
                   elapsed.count() * 1e3, request->trace_id);
     conn->Arm(Clock::now() + options.timeout);
     auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
-    conn->timer.cancel();
+    conn->Disarm();
     if (wec || !out.keep_alive()) break;
   }
-  conn->timer.cancel();
+  conn->Stop();
   boost::system::error_code ignored;
   if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
     conn->socket.shutdown(asio::socket_base::shutdown_send, ignored);
