@@ -41,6 +41,14 @@ long OpenFds() {
   return n;
 }
 
+// One unlabelled metric with its HELP and TYPE lines.
+void AppendScalar(std::string& out, std::string_view name, std::string_view type,
+                  std::string_view help, long long value) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+  out.append(name).append(" ").append(std::to_string(value)).append("\n");
+}
+
 }  // namespace
 
 RouteStats* Metrics::Register(std::string_view service, std::string_view route,
@@ -112,31 +120,15 @@ std::string Metrics::Render() const {
     out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(count) +
            "\n";
   }
-  out +=
-      "# HELP mikcar_http_requests_in_flight Requests being handled now.\n"
-      "# TYPE mikcar_http_requests_in_flight gauge\n"
-      "mikcar_http_requests_in_flight " +
-      std::to_string(in_flight_.load()) + "\n";
-  out +=
-      "# HELP mikcar_http_request_bytes_total Request body bytes received.\n"
-      "# TYPE mikcar_http_request_bytes_total counter\n"
-      "mikcar_http_request_bytes_total " +
-      std::to_string(bytes_in_.load()) + "\n";
-  out +=
-      "# HELP mikcar_http_response_bytes_total Response body bytes sent.\n"
-      "# TYPE mikcar_http_response_bytes_total counter\n"
-      "mikcar_http_response_bytes_total " +
-      std::to_string(bytes_out_.load()) + "\n";
-  out +=
-      "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
-      "# TYPE process_resident_memory_bytes gauge\n"
-      "process_resident_memory_bytes " +
-      std::to_string(ResidentBytes()) + "\n";
-  out +=
-      "# HELP process_open_fds Number of open file descriptors.\n"
-      "# TYPE process_open_fds gauge\n"
-      "process_open_fds " +
-      std::to_string(OpenFds()) + "\n";
+  AppendScalar(out, "mikcar_http_requests_in_flight", "gauge", "Requests being handled now.",
+               in_flight_.load());
+  AppendScalar(out, "mikcar_http_request_bytes_total", "counter", "Request body bytes received.",
+               static_cast<long long>(bytes_in_.load()));
+  AppendScalar(out, "mikcar_http_response_bytes_total", "counter", "Response body bytes sent.",
+               static_cast<long long>(bytes_out_.load()));
+  AppendScalar(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
+               ResidentBytes());
+  AppendScalar(out, "process_open_fds", "gauge", "Number of open file descriptors.", OpenFds());
   return out;
 }
 

@@ -201,13 +201,15 @@ Result<void> Server::Impl::AddRoutes() {
 
 asio::awaitable<Result<Response>> Server::Impl::Ready(Request& request) {
   bool ok;
+  bool stale;
   std::string details;
   {
     std::lock_guard lock(ready_mu);
     ok = ready_ok;
     details = ready_details;
+    stale = Clock::now() - ready_at > std::chrono::seconds(1);
   }
-  if (Clock::now() - ready_at > std::chrono::seconds(1)) {
+  if (stale) {
     ok = true;
     details.clear();
     for (auto& service : services) {

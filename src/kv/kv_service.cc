@@ -44,6 +44,13 @@ Result<void> ValidateKey(std::string_view key) {
   return {};
 }
 
+// The {key} path parameter, validated.
+Result<std::string> KeyParam(const Request& request) {
+  std::string key(request.param("key"));
+  if (auto ok = ValidateKey(key); !ok) return Fail(ok.error());
+  return key;
+}
+
 // An integer query parameter; nullopt if absent.
 Result<std::optional<int64_t>> IntParam(const Request& request, std::string_view name,
                                         std::string_view expected) {
@@ -75,6 +82,16 @@ Result<int64_t> TtlParam(const Request& request) {
   return **ttl * 1000;
 }
 
+// A version as sent back by a client: `"42"`, `W/"42"` or `42`.
+std::optional<uint64_t> ParseVersion(std::string_view v) {
+  if (v.starts_with("W/")) v.remove_prefix(2);
+  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
+  uint64_t version = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
+  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size()) return std::nullopt;
+  return version;
+}
+
 // `If-Match: "<version>"` (or a bare number; `*` means any existing key → version check skipped
 // and handled as XX by the caller).
 Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
@@ -85,15 +102,12 @@ Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
     any = true;
     return std::optional<uint64_t>();
   }
-  if (v.starts_with("W/")) v.remove_prefix(2);
-  if (v.size() >= 2 && v.front() == '"' && v.back() == '"') v = v.substr(1, v.size() - 2);
-  uint64_t version = 0;
-  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
-  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size()) {
+  auto version = ParseVersion(v);
+  if (!version) {
     return Fail(ErrorCode::kBadRequest,
                 "If-Match: expected an ETag returned by mikcar, e.g. \"42\"");
   }
-  return std::optional<uint64_t>(version);
+  return version;
 }
 
 std::string ETag(uint64_t version) { return "\"" + std::to_string(version) + "\""; }
@@ -198,8 +212,9 @@ class KvSidecar final : public Sidecar {
 
  private:
   asio::awaitable<Result<Response>> Get(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto entry = co_await backend_->Get(key);
     if (!entry) co_return Fail(entry.error());
     co_return ValueResponse(request, std::move(*entry));
@@ -238,8 +253,9 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> Set(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto ttl = TtlParam(request);
     if (!ttl) co_return Fail(ttl.error());
     kv::SetOptions options;
@@ -301,8 +317,9 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> Delete(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     bool any = false;
     auto if_match = IfMatch(request, any);
     if (!if_match) co_return Fail(if_match.error());
@@ -356,8 +373,9 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> Increment(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto by = IntParam(request, "by", "a 64-bit integer");
     if (!by) co_return Fail(by.error());
     auto value = co_await backend_->Increment(key, by->value_or(1));
@@ -367,16 +385,18 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> Exists(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto version = co_await backend_->Version(key);
     if (!version) co_return Fail(version.error());
     co_return Response::Json(*version ? R"({"exists":true})" : R"({"exists":false})");
   }
 
   asio::awaitable<Result<Response>> Ttl(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto expires = co_await backend_->ExpiresAt(key);
     if (!expires) co_return Fail(expires.error());
     int64_t ttl = -2;
@@ -393,8 +413,9 @@ class KvSidecar final : public Sidecar {
 
   asio::awaitable<Result<Response>> Expire(Request& request) {
     constexpr std::string_view kExpected = R"({"seconds": integer})";
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto body = ParseJsonBody(request, kExpected);
     if (!body) co_return Fail(body.error());
     const json::object* obj = body->if_object();
@@ -416,8 +437,9 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> Persist(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     auto found = co_await backend_->Persist(key);
     if (!found) co_return Fail(found.error());
     if (*found) watch_.Notify(key);
@@ -427,17 +449,16 @@ class KvSidecar final : public Sidecar {
   // Long-poll until the key's version differs from ?version= (0 = absent), answering before
   // the request deadline: 200 with the value, or 304 when nothing changed.
   asio::awaitable<Result<Response>> Watch(Request& request) {
-    std::string key(request.param("key"));
-    if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+    auto checked = KeyParam(request);
+    if (!checked) co_return Fail(checked.error());
+    std::string key = std::move(*checked);
     uint64_t known = 0;
     if (auto v = request.query_param("version"); v && !v->empty()) {
-      std::string_view text = *v;
-      if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
-        text = text.substr(1, text.size() - 2);
-      auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), known);
-      if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) {
+      auto parsed = ParseVersion(*v);
+      if (!parsed) {
         co_return Fail(ErrorCode::kBadRequest, "version: expected a version from an ETag, e.g. 42");
       }
+      known = *parsed;
     }
     auto timeout = IntParam(request, "timeout", "a number of seconds 0-3600");
     if (!timeout) co_return Fail(timeout.error());
