@@ -34,6 +34,7 @@ struct ServerOptions {
   bool no_auth = false;                       // allow a non-loopback bind without a token
   uint64_t max_body = 10ull << 20;            // JSON/KV body limit in bytes
   std::chrono::milliseconds timeout{30'000};  // per-request deadline
+  std::chrono::milliseconds stream_idle_timeout{30'000};  // streamed bodies: max time w/o progress
   std::chrono::milliseconds shutdown_grace{10'000};
   unsigned io_threads = 0;                // 0 = number of cores
   bool compression = true;                // gzip responses ≥ 1 KiB when the client accepts it

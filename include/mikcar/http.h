@@ -8,7 +8,9 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -19,6 +21,18 @@
 
 namespace mikcar {
 
+// A body that moves in bounded chunks instead of one string: the request body of a route with
+// `Route::streamed_body`, or a response body (`Response::stream`). Used from one coroutine at a
+// time.
+class BodyStream {
+ public:
+  virtual ~BodyStream() = default;
+  // The next chunk; an empty view at the end of the body. The view is valid until the next call.
+  // Errors: a streamed request body fails with TIMEOUT when the client sends nothing for the idle
+  // timeout, PAYLOAD_TOO_LARGE past the route's limit, BAD_REQUEST on a malformed body.
+  virtual boost::asio::awaitable<Result<std::string_view>> Next() = 0;
+};
+
 class Request {
  public:
   std::string method;  // "GET", "POST", …
@@ -26,7 +40,8 @@ class Request {
   std::string query;   // the raw query string without '?'
   std::vector<std::pair<std::string_view, std::string_view>> headers;
   std::vector<std::pair<std::string, std::string>> params;  // path parameters, decoded once
-  std::string body;
+  std::string body;                   // the whole body (routes without `streamed_body`)
+  BodyStream* body_stream = nullptr;  // the body in chunks (routes with `streamed_body`)
   std::string trace_id;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   bool authenticated = false;  // a valid token was presented (or auth is off)
@@ -44,14 +59,22 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers
+  // A streamed body of exactly `stream_length` bytes, sent instead of `body` when set. It is
+  // never compressed; for HEAD only its length is sent.
+  std::shared_ptr<BodyStream> stream;
+  uint64_t stream_length = 0;
 
   static Response Json(std::string json, int status = 200) {
-    return Response{status, "application/json", std::move(json), {}};
+    return Response{status, "application/json", std::move(json), {}, nullptr, 0};
   }
   static Response Bytes(std::string bytes, std::string content_type, int status = 200) {
-    return Response{status, std::move(content_type), std::move(bytes), {}};
+    return Response{status, std::move(content_type), std::move(bytes), {}, nullptr, 0};
   }
-  static Response Empty(int status) { return Response{status, "", "", {}}; }
+  static Response Empty(int status) { return Response{status, "", "", {}, nullptr, 0}; }
+  static Response Stream(std::shared_ptr<BodyStream> stream, uint64_t length,
+                         std::string content_type, int status = 200) {
+    return Response{status, std::move(content_type), "", {}, std::move(stream), length};
+  }
 };
 
 using Handler = std::function<boost::asio::awaitable<Result<Response>>(Request&)>;
@@ -68,6 +91,11 @@ struct Route {
   std::string pattern;  // "/get/{key}", "/object/{*path}"; literal segments win over parameters
   Handler handler;
   Access access = Access::kToken;
+  // The handler reads the body from `Request::body_stream` while it arrives, up to `body_limit`
+  // bytes (0 = the server's --max-body). Such a handler has no overall deadline: the body read
+  // has an idle timeout instead, so a large upload may take as long as it keeps moving.
+  bool streamed_body = false;
+  uint64_t body_limit = 0;
 };
 
 }  // namespace mikcar

@@ -25,6 +25,8 @@ struct RouteEntry {
   std::string pattern;  // full mounted pattern, e.g. "/kv/get/{key}", used as the metrics label
   Handler handler;
   Access access = Access::kToken;
+  bool streamed_body = false;  // see mikcar::Route
+  uint64_t body_limit = 0;
   RouteStats* stats = nullptr;  // metrics of this route, set by the server
 };
 

@@ -19,6 +19,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
@@ -50,11 +51,33 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-// A request and the parsed message its header views point into, in one allocation.
+// A request and the parser whose message its header views point into, in one allocation. A
+// streamed route moves the parsed header into `stream_parser`, which then reads the body.
 struct Exchange {
-  bhttp::request<bhttp::string_body> message;
+  bhttp::request_parser<bhttp::string_body> parser;
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> stream_parser;
   Request request;
 };
+
+std::string_view Trim(std::string_view s);
+
+// Method, target and header views of `message`, and the trace id.
+template <typename Body>
+void ReadHeader(const bhttp::request<Body>& message, Request& request) {
+  request.method = std::string(message.method_string());
+  std::string_view target = message.target();
+  size_t q = target.find('?');
+  request.path = std::string(target.substr(0, q));
+  request.query = q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
+  request.headers.clear();
+  request.headers.reserve(16);
+  for (const auto& field : message) {
+    request.headers.emplace_back(std::string_view(field.name_string()),
+                                 std::string_view(field.value()));
+  }
+  request.trace_id =
+      ResolveTraceId(Trim(request.header("x-trace-id")), Trim(request.header("traceparent")));
+}
 
 // Runs `op` and waits for it until `deadline`. nullopt when the deadline passed first; the
 // operation then keeps running detached and its result is dropped; `keep` (shared with the
@@ -88,6 +111,13 @@ asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>
   asio::co_spawn(ex, std::move(op), std::move(done));
   if (!state->result) co_await state->timer.async_wait(kTuple);
   co_return std::move(state->result);
+}
+
+template <typename Conn>
+asio::awaitable<bool> SendContinue(Conn& conn, unsigned version) {
+  bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
+  auto [ec, n] = co_await bhttp::async_write(conn.socket, cont, kTuple);
+  co_return !ec;
 }
 
 bool IsLoopback(const std::string& host) {
@@ -161,6 +191,12 @@ struct Server::Impl {
     Response response;
   };
   Routed Route(Request& request) const;
+  // Sends a response whose body is `response.stream`; false when the connection must close.
+  template <typename Conn>
+  asio::awaitable<bool> WriteStreamed(Conn& conn, const Request& request, Response& response,
+                                      unsigned version, bool keep_alive);
+  // Content type, trace id, extra and CORS headers; true when the response is a range.
+  bool SetHeaders(const Request& request, const Response& response, bhttp::fields& out) const;
   void Finish(const Request& request, Response& response, bool head,
               bhttp::response<bhttp::string_body>& out) const;
 };
@@ -303,6 +339,61 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
   bool idle = true;
 };
 
+// The request body of a streamed route, read from the connection chunk by chunk as the handler
+// asks for it. Each read has the idle timeout; the parser enforces the route's body limit.
+template <typename Socket>
+class StreamedBody final : public BodyStream {
+ public:
+  StreamedBody(Connection<Socket>& conn, beast::flat_buffer& buffer,
+               bhttp::request_parser<bhttp::buffer_body>& parser,
+               uint64_t limit, std::chrono::milliseconds idle_timeout)
+      : conn_(conn), buffer_(buffer), parser_(parser), limit_(limit), idle_timeout_(idle_timeout) {}
+
+  asio::awaitable<Result<std::string_view>> Next() override {
+    while (!parser_.is_done()) {
+      auto& body = parser_.get().body();
+      if (!chunk_) chunk_ = std::make_unique<char[]>(kChunk);
+      body.data = chunk_.get();
+      body.size = kChunk;
+      conn_.Arm(Clock::now() + idle_timeout_);
+      auto [ec, n] = co_await bhttp::async_read_some(conn_.socket, buffer_, parser_, kTuple);
+      conn_.Disarm();
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec) {
+        if (conn_.timed_out) {
+          co_return Fail(ErrorCode::kTimeout,
+                         "request body stalled: no bytes for " +
+                             std::to_string(idle_timeout_.count()) + " ms");
+        }
+        if (ec == bhttp::error::body_limit) {
+          co_return Fail(ErrorCode::kPayloadTooLarge, "request body exceeds the " +
+                                                          std::to_string(limit_) + "-byte limit");
+        }
+        co_return Fail(ErrorCode::kBadRequest, "request body not received: " + ec.message());
+      }
+      size_t got = kChunk - body.size;
+      if (got > 0) {
+        received_ += got;
+        co_return std::string_view(chunk_.get(), got);
+      }
+    }
+    co_return std::string_view();
+  }
+
+  bool done() const { return parser_.is_done(); }
+  uint64_t received() const { return received_; }
+
+ private:
+  Connection<Socket>& conn_;
+  beast::flat_buffer& buffer_;
+  bhttp::request_parser<bhttp::buffer_body>& parser_;
+  uint64_t limit_;
+  std::chrono::milliseconds idle_timeout_;
+  uint64_t received_ = 0;
+  static constexpr size_t kChunk = 256 * 1024;
+  std::unique_ptr<char[]> chunk_;  // allocated on first use: not in every connection's frame
+};
+
 template <typename Socket>
 asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
@@ -333,9 +424,13 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   };
 
   while (!stopping) {
-    bhttp::request_parser<bhttp::string_body> parser;
+    // On the heap: the header views of `Request` point into the parser's message, and a handler
+    // that outlives its deadline must still own them.
+    auto exchange = std::make_shared<Exchange>();
+    auto& parser = exchange->parser;
+    Request* request = &exchange->request;
     parser.header_limit(64 * 1024);
-    parser.body_limit(options.max_body);
+    parser.body_limit(boost::none);  // checked against the route's limit once it is known
     conn->idle = buffer.size() == 0;
     conn->timed_out = false;
     const auto request_start = Clock::now();
@@ -344,16 +439,9 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     auto [ec, n] = co_await bhttp::async_read_header(conn->socket, buffer, parser, kTuple);
     conn->idle = false;
     if (ec) {
-      bool got_bytes = parser.got_some();
-      if (ec == bhttp::error::end_of_stream || !got_bytes || stopping) break;
+      if (ec == bhttp::error::end_of_stream || !parser.got_some() || stopping) break;
       Request context;
-      if (ec ==
-          bhttp::error::body_limit) {  // the header is complete; its Content-Length is too big
-        for (const auto& field : parser.get())
-          context.headers.emplace_back(field.name_string(), field.value());
-      }
-      context.trace_id =
-          ResolveTraceId(Trim(context.header("x-trace-id")), Trim(context.header("traceparent")));
+      context.trace_id = ResolveTraceId("", "");
       if (conn->timed_out) {
         Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
                                                  "request headers not received within the " +
@@ -364,14 +452,6 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       } else if (ec == bhttp::error::header_limit) {
         Response rejection = ErrorResponse(
             Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}});
-        co_await send(std::move(rejection), 11, context);
-      } else if (ec == bhttp::error::body_limit) {
-        // Beast already compares Content-Length with body_limit while it parses the header.
-        Response rejection =
-            ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                "request Content-Length exceeds the " +
-                                    std::to_string(options.max_body) + "-byte limit (--max-body)",
-                                {}});
         co_await send(std::move(rejection), 11, context);
       } else {
         Response rejection = ErrorResponse(
@@ -384,105 +464,98 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     const unsigned version = parser.get().version();
     bool keep_alive = parser.get().keep_alive();
-    // For an early answer: the parsed header's trace id and CORS headers (built only then).
-    Request context;
-    auto early_trace_id = [&] {
-      for (const auto& field : parser.get())
-        context.headers.emplace_back(field.name_string(), field.value());
-      return ResolveTraceId(Trim(context.header("x-trace-id")),
-                            Trim(context.header("traceparent")));
-    };
-    if (auto length = parser.content_length(); length && *length > options.max_body) {
-      context.trace_id = early_trace_id();
-      Response rejection =
-          ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                              "request body of " + std::to_string(*length) + " bytes exceeds the " +
-                                  std::to_string(options.max_body) + "-byte limit (--max-body)",
-                              {}});
-      co_await send(std::move(rejection), version, context);
+    ReadHeader(parser.get(), *request);
+    request->deadline = deadline;
+    const bool head = request->method == "HEAD";
+
+    // Routing and auth come before the body: a streamed route reads its own body, and a request
+    // that will be refused is refused without reading what it uploads.
+    const std::string_view target = parser.get().target();
+    const bool bad_target = target.empty() || target.front() != '/';
+    Routed routed;
+    if (!bad_target) routed = Route(*request);
+    const RouteEntry* entry = routed.entry;
+    const bool streamed = entry != nullptr && entry->streamed_body;
+    const uint64_t limit = streamed && entry->body_limit ? entry->body_limit : options.max_body;
+    const std::string limit_name = streamed ? "" : " (--max-body)";
+    if (auto length = parser.content_length(); length && *length > limit) {
+      Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                                               "request body of " + std::to_string(*length) +
+                                                   " bytes exceeds the " + std::to_string(limit) +
+                                                   "-byte limit" + limit_name,
+                                               {}});
+      co_await send(std::move(rejection), version, *request);
       break;
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
     // §6.3), and reading on would take the body as the next request.
     if (auto coding = Trim(parser.get()[bhttp::field::transfer_encoding]);
         !coding.empty() && !beast::iequals(coding, "chunked")) {
-      context.trace_id = early_trace_id();
       Response rejection = ErrorResponse(
           Error{ErrorCode::kBadRequest,
                 "unsupported Transfer-Encoding '" + std::string(coding) + "'; expected chunked",
                 {}});
-      co_await send(std::move(rejection), version, context);
+      co_await send(std::move(rejection), version, *request);
       break;
     }
-    if (!parser.is_done()) {
-      auto expect = parser.get()[bhttp::field::expect];
-      if (beast::iequals(expect, "100-continue")) {
-        bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
-        auto [wec, wn] = co_await bhttp::async_write(conn->socket, cont, kTuple);
-        if (wec) break;
-      }
+    const bool has_body = !parser.is_done();
+    const bool send_continue =
+        has_body && beast::iequals(parser.get()[bhttp::field::expect], "100-continue");
+    std::optional<StreamedBody<Socket>> body_stream;
+    if (has_body && (bad_target || entry == nullptr)) {
+      keep_alive = false;  // the refused body is never read, so the connection cannot go on
+    } else if (streamed) {
+      auto& stream_parser = exchange->stream_parser.emplace(std::move(parser));
+      stream_parser.body_limit(limit);
+      ReadHeader(stream_parser.get(), *request);  // the header moved with the parser
+      body_stream.emplace(*conn, buffer, stream_parser, limit, options.stream_idle_timeout);
+      request->body_stream = &*body_stream;
+      if (send_continue && !co_await SendContinue(*conn, version)) break;
+    } else if (has_body) {
+      if (send_continue && !co_await SendContinue(*conn, version)) break;
+      parser.body_limit(limit);
       auto [bec, bn] = co_await bhttp::async_read(conn->socket, buffer, parser, kTuple);
       if (bec) {
-        context.trace_id = early_trace_id();
         if (conn->timed_out) {
           Response rejection = ErrorResponse(Error{ErrorCode::kTimeout,
                                                    "request body not received within the " +
                                                        std::to_string(options.timeout.count()) +
                                                        " ms deadline (--timeout)",
                                                    {}});
-          co_await send(std::move(rejection), version, context);
+          co_await send(std::move(rejection), version, *request);
         } else if (bec == bhttp::error::body_limit) {
           Response rejection =
               ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                  "request body exceeds the " + std::to_string(options.max_body) +
-                                      "-byte limit (--max-body)",
+                                  "request body exceeds the " + std::to_string(limit) +
+                                      "-byte limit" + limit_name,
                                   {}});
-          co_await send(std::move(rejection), version, context);
+          co_await send(std::move(rejection), version, *request);
         } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
           Response rejection = ErrorResponse(
               Error{ErrorCode::kBadRequest, "malformed HTTP request body: " + bec.message(), {}});
-          co_await send(std::move(rejection), version, context);
+          co_await send(std::move(rejection), version, *request);
         }
         break;
       }
+      request->body = std::move(parser.get().body());
     }
     conn->Disarm();
-
-    // The message moves to the heap so a handler that outlives its deadline still owns it.
-    auto exchange = std::make_shared<Exchange>(Exchange{parser.release(), {}});
-    auto* message = &exchange->message;
-    auto* request = &exchange->request;
-    request->method = std::string(message->method_string());
-    std::string_view target = message->target();
-    size_t q = target.find('?');
-    request->path = std::string(target.substr(0, q));
-    if (q != std::string_view::npos) request->query = std::string(target.substr(q + 1));
-    request->headers.reserve(16);
-    for (const auto& field : *message) {
-      request->headers.emplace_back(std::string_view(field.name_string()),
-                                    std::string_view(field.value()));
-    }
-    request->body = std::move(message->body());
-    request->trace_id =
-        ResolveTraceId(Trim(request->header("x-trace-id")), Trim(request->header("traceparent")));
-    request->deadline = deadline;
-    const bool head = request->method == "HEAD";
-    const uint64_t bytes_in = request->body.size();
 
     metrics.Started();
     RouteStats* stats = unmatched;
     Response response;
-    if (target.empty() || target.front() != '/') {
+    if (bad_target) {
       response = ErrorResponse(Error{ErrorCode::kBadRequest,
                                      "request target must be an absolute path such as /kv/get/key",
                                      {}});
       keep_alive = false;
-    } else if (Routed routed = Route(*request); routed.entry == nullptr) {
+    } else if (entry == nullptr) {
       response = std::move(routed.response);
     } else {
-      stats = routed.entry->stats;
-      auto op = routed.entry->handler(*request);
-      auto result = co_await WithDeadline(std::move(op), deadline, exchange);
+      stats = entry->stats;
+      auto op = entry->handler(*request);
+      // A streamed upload may take as long as it keeps moving (the idle timeout bounds it).
+      auto result = co_await WithDeadline(std::move(op), streamed ? Clock::time_point::max() : deadline, exchange);
       if (!result) {
         response = ErrorResponse(Error{ErrorCode::kTimeout,
                                        "request not handled within the " +
@@ -495,20 +568,33 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       } else {
         response = std::move(**result);
       }
+      // A body the handler did not read to the end cannot be skipped safely: close.
+      if (body_stream && !body_stream->done()) keep_alive = false;
     }
-    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
-    Finish(*request, response, head, out);
-    const uint64_t bytes_out = response.body.size();
-    out.keep_alive(keep_alive && !stopping);
+    const uint64_t bytes_in = body_stream ? body_stream->received() : request->body.size();
+    keep_alive = keep_alive && !stopping;
     const int status = response.status;
+    bool written;
+    uint64_t bytes_out;
+    if (response.stream && !head) {
+      bytes_out = response.stream_length;
+      written = co_await WriteStreamed(*conn, *request, response, version, keep_alive);
+    } else {
+      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status),
+                                              version};
+      Finish(*request, response, head, out);
+      bytes_out = response.body.size();
+      out.keep_alive(keep_alive);
+      conn->Arm(Clock::now() + options.timeout);
+      auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
+      written = !wec;
+    }
+    conn->Disarm();
     std::chrono::duration<double> elapsed = Clock::now() - request_start;
     metrics.Finished(stats, status, elapsed.count(), bytes_in, bytes_out);
     spdlog::debug("{} {} {} {:.3f}ms trace={}", request->method, request->path, status,
                   elapsed.count() * 1e3, request->trace_id);
-    conn->Arm(Clock::now() + options.timeout);
-    auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
-    conn->Disarm();
-    if (wec || !out.keep_alive()) break;
+    if (!written || !keep_alive) break;
   }
   conn->Stop();
   boost::system::error_code ignored;
@@ -554,13 +640,50 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
   return {&entry, {}};
 }
 
-// Common headers, compression and CORS for every response.
-void Server::Impl::Finish(const Request& request, Response& response, bool head,
-                          bhttp::response<bhttp::string_body>& out) const {
+template <typename Conn>
+asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& request,
+                                                  Response& response, unsigned version,
+                                                  bool keep_alive) {
+  bhttp::response<bhttp::buffer_body> out{static_cast<bhttp::status>(response.status), version};
+  SetHeaders(request, response, out);
+  out.content_length(response.stream_length);
+  out.keep_alive(keep_alive);
+  out.body().data = nullptr;
+  out.body().more = true;
+  bhttp::response_serializer<bhttp::buffer_body> serializer{out};
+  conn.Arm(Clock::now() + options.timeout);
+  auto [ec, n] = co_await bhttp::async_write_header(conn.socket, serializer, kTuple);
+  if (ec) co_return false;
+  uint64_t sent = 0;
+  for (;;) {
+    auto chunk = co_await response.stream->Next();
+    if (!chunk || sent + chunk->size() > response.stream_length ||
+        (chunk->empty() && sent != response.stream_length)) {
+      // The status is already sent: all that is left is to cut the body short, which the client
+      // sees as a body shorter than its Content-Length.
+      spdlog::error("{} {}: response body failed after {} of {} bytes: {} trace={}",
+                    request.method, request.path, sent, response.stream_length,
+                    chunk ? "the body has a different length" : chunk.error().message,
+                    request.trace_id);
+      co_return false;
+    }
+    sent += chunk->size();
+    out.body().data = chunk->empty() ? nullptr : const_cast<char*>(chunk->data());
+    out.body().size = chunk->size();
+    out.body().more = !chunk->empty();
+    conn.Arm(Clock::now() + options.stream_idle_timeout);
+    auto [wec, wn] = co_await bhttp::async_write(conn.socket, serializer, kTuple);
+    if (wec && wec != bhttp::error::need_buffer) co_return false;
+    if (chunk->empty()) co_return true;
+  }
+}
+
+bool Server::Impl::SetHeaders(const Request& request, const Response& response,
+                              bhttp::fields& out) const {
   if (!response.content_type.empty()) out.set(bhttp::field::content_type, response.content_type);
   if (!request.trace_id.empty()) out.set("x-trace-id", request.trace_id);
   bool has_range = false;
-  for (auto& [name, value] : response.headers) {
+  for (const auto& [name, value] : response.headers) {
     if (beast::iequals(name, "content-range")) has_range = true;
     out.insert(name, value);
   }
@@ -578,6 +701,13 @@ void Server::Impl::Finish(const Request& request, Response& response, bool head,
       }
     }
   }
+  return has_range;
+}
+
+// Common headers, compression and CORS for every buffered response.
+void Server::Impl::Finish(const Request& request, Response& response, bool head,
+                          bhttp::response<bhttp::string_body>& out) const {
+  const bool has_range = SetHeaders(request, response, out);
   if (options.compression && !has_range && response.body.size() >= kMinCompressBytes &&
       IsCompressible(response.content_type) && AcceptsGzip(request.header("accept-encoding"))) {
     if (auto gz = Gzip(response.body)) {
@@ -587,7 +717,7 @@ void Server::Impl::Finish(const Request& request, Response& response, bool head,
     }
   }
   if (head) {
-    out.content_length(response.body.size());
+    out.content_length(response.stream ? response.stream_length : response.body.size());
     response.body.clear();
   } else {
     out.body() = std::move(response.body);
