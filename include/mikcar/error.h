@@ -35,6 +35,7 @@ enum class ErrorCode {
   // Service codes.
   kNotAnInteger,  // 409 NOT_AN_INTEGER (kv increment)
   kOverflow,      // 409 OVERFLOW (kv increment)
+  kBadDigest,     // 400 BAD_DIGEST (storage Content-MD5 mismatch)
 };
 
 // The wire name of a code, e.g. "NOT_FOUND".

@@ -60,7 +60,8 @@ struct Response {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra headers
   // A streamed body of exactly `stream_length` bytes, sent instead of `body` when set. It is
-  // never compressed; for HEAD only its length is sent.
+  // never compressed. A HEAD response announces `stream_length` when it is not 0 (with or
+  // without a stream) and sends no body.
   std::shared_ptr<BodyStream> stream;
   uint64_t stream_length = 0;
 
@@ -76,6 +77,10 @@ struct Response {
     return Response{status, std::move(content_type), "", {}, std::move(stream), length};
   }
 };
+
+// The JSON error envelope of SPEC §2.2 for `error`, with the status the one error mapping picks:
+// for a handler that adds headers to an error (e.g. Content-Range on a 416).
+Response ErrorResponse(const Error& error);
 
 using Handler = std::function<boost::asio::awaitable<Result<Response>>(Request&)>;
 

@@ -42,6 +42,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "NOT_AN_INTEGER";
     case ErrorCode::kOverflow:
       return "OVERFLOW";
+    case ErrorCode::kBadDigest:
+      return "BAD_DIGEST";
   }
   return "INTERNAL_ERROR";
 }

@@ -46,12 +46,18 @@ int HttpStatus(ErrorCode code) {
       return 409;
     case ErrorCode::kOverflow:
       return 409;
+    case ErrorCode::kBadDigest:
+      return 400;
   }
   return 500;
 }
 
+}  // namespace mikcar::http
+
+namespace mikcar {
+
 Response ErrorResponse(const Error& error) {
-  int status = HttpStatus(error.code);
+  int status = http::HttpStatus(error.code);
   std::string body = "{\"error\":";
   body.append(JsonQuote(error.message)).append(",\"code\":\"").append(ErrorCodeName(error.code));
   body.append("\",\"status\":").append(std::to_string(status));
@@ -64,4 +70,4 @@ Response ErrorResponse(const Error& error) {
   return response;
 }
 
-}  // namespace mikcar::http
+}  // namespace mikcar

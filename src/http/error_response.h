@@ -8,6 +8,6 @@
 namespace mikcar::http {
 
 int HttpStatus(ErrorCode code);
-Response ErrorResponse(const Error& error);
+// mikcar::ErrorResponse (mikcar/http.h) builds the envelope with this status.
 
 }  // namespace mikcar::http

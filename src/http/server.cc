@@ -227,8 +227,10 @@ Result<void> Server::Impl::AddRoutes() {
     std::string prefix = options.mount_at_root ? "" : "/" + service->name();
     for (mikcar::Route& route : service->Routes()) {
       std::string pattern = prefix + route.pattern;
-      auto r = AddRoute(route.method, RouteEntry{service->name(), pattern, std::move(route.handler),
-                                                 route.access});
+      RouteEntry entry{service->name(), pattern, std::move(route.handler), route.access};
+      entry.streamed_body = route.streamed_body;
+      entry.body_limit = route.body_limit;
+      auto r = AddRoute(route.method, std::move(entry));
       if (!r) return r;
     }
   }
@@ -345,8 +347,8 @@ template <typename Socket>
 class StreamedBody final : public BodyStream {
  public:
   StreamedBody(Connection<Socket>& conn, beast::flat_buffer& buffer,
-               bhttp::request_parser<bhttp::buffer_body>& parser,
-               uint64_t limit, std::chrono::milliseconds idle_timeout)
+               bhttp::request_parser<bhttp::buffer_body>& parser, uint64_t limit,
+               std::chrono::milliseconds idle_timeout)
       : conn_(conn), buffer_(buffer), parser_(parser), limit_(limit), idle_timeout_(idle_timeout) {}
 
   asio::awaitable<Result<std::string_view>> Next() override {
@@ -361,13 +363,12 @@ class StreamedBody final : public BodyStream {
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) {
         if (conn_.timed_out) {
-          co_return Fail(ErrorCode::kTimeout,
-                         "request body stalled: no bytes for " +
-                             std::to_string(idle_timeout_.count()) + " ms");
+          co_return Fail(ErrorCode::kTimeout, "request body stalled: no bytes for " +
+                                                  std::to_string(idle_timeout_.count()) + " ms");
         }
         if (ec == bhttp::error::body_limit) {
-          co_return Fail(ErrorCode::kPayloadTooLarge, "request body exceeds the " +
-                                                          std::to_string(limit_) + "-byte limit");
+          co_return Fail(ErrorCode::kPayloadTooLarge,
+                         "request body exceeds the " + std::to_string(limit_) + "-byte limit");
         }
         co_return Fail(ErrorCode::kBadRequest, "request body not received: " + ec.message());
       }
@@ -479,11 +480,11 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     const uint64_t limit = streamed && entry->body_limit ? entry->body_limit : options.max_body;
     const std::string limit_name = streamed ? "" : " (--max-body)";
     if (auto length = parser.content_length(); length && *length > limit) {
-      Response rejection = ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                               "request body of " + std::to_string(*length) +
-                                                   " bytes exceeds the " + std::to_string(limit) +
-                                                   "-byte limit" + limit_name,
-                                               {}});
+      Response rejection =
+          ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
+                              "request body of " + std::to_string(*length) + " bytes exceeds the " +
+                                  std::to_string(limit) + "-byte limit" + limit_name,
+                              {}});
       co_await send(std::move(rejection), version, *request);
       break;
     }
@@ -524,11 +525,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
                                                    {}});
           co_await send(std::move(rejection), version, *request);
         } else if (bec == bhttp::error::body_limit) {
-          Response rejection =
-              ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
-                                  "request body exceeds the " + std::to_string(limit) +
-                                      "-byte limit" + limit_name,
-                                  {}});
+          Response rejection = ErrorResponse(Error{
+              ErrorCode::kPayloadTooLarge,
+              "request body exceeds the " + std::to_string(limit) + "-byte limit" + limit_name,
+              {}});
           co_await send(std::move(rejection), version, *request);
         } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
           Response rejection = ErrorResponse(
@@ -555,7 +555,8 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       stats = entry->stats;
       auto op = entry->handler(*request);
       // A streamed upload may take as long as it keeps moving (the idle timeout bounds it).
-      auto result = co_await WithDeadline(std::move(op), streamed ? Clock::time_point::max() : deadline, exchange);
+      auto result = co_await WithDeadline(std::move(op),
+                                          streamed ? Clock::time_point::max() : deadline, exchange);
       if (!result) {
         response = ErrorResponse(Error{ErrorCode::kTimeout,
                                        "request not handled within the " +
@@ -580,8 +581,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       bytes_out = response.stream_length;
       written = co_await WriteStreamed(*conn, *request, response, version, keep_alive);
     } else {
-      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status),
-                                              version};
+      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
       Finish(*request, response, head, out);
       bytes_out = response.body.size();
       out.keep_alive(keep_alive);
@@ -661,8 +661,8 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
         (chunk->empty() && sent != response.stream_length)) {
       // The status is already sent: all that is left is to cut the body short, which the client
       // sees as a body shorter than its Content-Length.
-      spdlog::error("{} {}: response body failed after {} of {} bytes: {} trace={}",
-                    request.method, request.path, sent, response.stream_length,
+      spdlog::error("{} {}: response body failed after {} of {} bytes: {} trace={}", request.method,
+                    request.path, sent, response.stream_length,
                     chunk ? "the body has a different length" : chunk.error().message,
                     request.trace_id);
       co_return false;
@@ -717,7 +717,7 @@ void Server::Impl::Finish(const Request& request, Response& response, bool head,
     }
   }
   if (head) {
-    out.content_length(response.stream ? response.stream_length : response.body.size());
+    out.content_length(response.stream_length ? response.stream_length : response.body.size());
     response.body.clear();
   } else {
     out.body() = std::move(response.body);

@@ -90,9 +90,10 @@ int main(int argc, char** argv) {
 
   CLI::App app{"mikcar: infrastructure for WebAssembly handlers over plain HTTP", "mikcar"};
   mikcar::ServerOptions options;
+  mikcar::server::ServiceSettings settings;
   std::string port = "3001", host = "127.0.0.1", token, data_dir = "./mikcar-data",
-              max_body = "10MiB", timeout = "30s", log_level = "info", log_format = "text", cors,
-              threads = "0";
+              max_body = "10MiB", max_object_size = "5GiB", timeout = "30s", log_level = "info",
+              log_format = "text", cors, threads = "0";
   bool all = false, list_backends = false, version = false, no_compression = false, no_tcp = false;
   std::vector<bool> enabled(mikcar::server::Services().size(), false);
 
@@ -115,6 +116,11 @@ int main(int argc, char** argv) {
       ->envname("MIKCAR_DATA_DIR");
   app.add_option("--max-body", max_body, "limit for JSON/KV bodies, e.g. 10MiB")
       ->envname("MIKCAR_MAX_BODY");
+  app.add_option("--max-object-size", max_object_size, "limit for storage objects, e.g. 5GiB")
+      ->envname("MIKCAR_MAX_OBJECT_SIZE");
+  app.add_option("--presign-secret", settings.presign_secret,
+                 "key for presigned storage URLs (default: <data-dir>/presign.key)")
+      ->envname("MIKCAR_PRESIGN_SECRET");
   app.add_option("--timeout", timeout, "per-request deadline, e.g. 30s")->envname("MIKCAR_TIMEOUT");
   app.add_option("--threads", threads, "I/O threads (0 = number of cores)")
       ->envname("MIKCAR_THREADS");
@@ -164,6 +170,11 @@ int main(int argc, char** argv) {
     Die("MIKCAR_MAX_BODY: " +
         (body_limit ? std::string("must be > 0") : body_limit.error().message));
   options.max_body = *body_limit;
+  auto object_limit = mikcar::ParseSize(max_object_size);
+  if (!object_limit || *object_limit == 0)
+    Die("MIKCAR_MAX_OBJECT_SIZE: " +
+        (object_limit ? std::string("must be > 0") : object_limit.error().message));
+  settings.max_object_size = *object_limit;
   auto deadline = mikcar::ParseDuration(timeout);
   if (!deadline || deadline->count() <= 0)
     Die("MIKCAR_TIMEOUT: " + (deadline ? std::string("must be > 0") : deadline.error().message));
@@ -182,7 +193,9 @@ int main(int argc, char** argv) {
   if (token.empty()) token = Env("AUTH_TOKEN");
   options.auth_token = token;
 
-  // Services and their backends.
+  // Services and their backends. The data directory holds the embedded defaults and the storage
+  // presign key; it is created when one of them needs it.
+  settings.data_dir = std::filesystem::absolute(data_dir).lexically_normal().string();
   mikcar::SidecarBuilder builder(options);
   size_t count = 0;
   for (size_t i = 0; i < enabled.size(); ++i) {
@@ -194,13 +207,13 @@ int main(int argc, char** argv) {
     }
     std::string url = Env(spec.url_env.c_str());
     bool embedded = url.empty();
-    if (embedded) {
+    if (embedded || (spec.name == "storage" && settings.presign_secret.empty())) {
       std::error_code ec;
       std::filesystem::create_directories(data_dir, ec);
       if (ec) Die("MIKCAR_DATA_DIR: cannot create '" + data_dir + "': " + ec.message());
-      url = spec.default_url(std::filesystem::absolute(data_dir).lexically_normal().string());
     }
-    auto service = spec.create(url);
+    if (embedded) url = spec.default_url(settings.data_dir);
+    auto service = spec.create(url, settings);
     if (!service) Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": " + service.error().message);
     if (auto ready = mikcar::CheckReady(**service, std::chrono::seconds(5)); !ready) {
       Die(spec.url_env + "=" + mikcar::RedactUri(url) +

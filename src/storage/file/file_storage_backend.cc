@@ -1,0 +1,880 @@
+#include "storage/file/file_storage_backend.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <shared_mutex>
+
+#include "common/blocking_pool.h"
+#include "storage/digest.h"
+#include "storage/listing.h"
+#include "storage/object_rules.h"
+
+namespace mikcar::storage {
+namespace {
+
+// Layout (see README.md): each path segment is a file or directory name, escaped so any segment
+// maps to a safe name and names never collide with mikcar's own:
+//   '%' → "%25", a leading '.' → "%2E", the empty segment → "%", a name longer than 255 bytes →
+//   "%h<sha-256>" with the segment in the xattr user.mikcar.name.
+// An object whose path is also a "directory" of other objects (x and x/y) lives in that
+// directory under the reserved name "%o". Names starting with '.' are mikcar's (temp files).
+constexpr std::string_view kSelf = "%o";
+constexpr const char* kXattrEtag = "user.mikcar.etag";
+constexpr const char* kXattrType = "user.mikcar.type";
+constexpr const char* kXattrMeta = "user.mikcar.meta";
+constexpr const char* kXattrName = "user.mikcar.name";
+constexpr size_t kNameMax = 255;
+constexpr size_t kReadChunk = 256 * 1024;
+constexpr size_t kWriteChunk = 1 << 20;
+
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~Fd() { Reset(); }
+  void Reset() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  int get() const { return fd_; }
+  int Release() { return std::exchange(fd_, -1); }
+  explicit operator bool() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+Error SystemError(std::string_view what, const std::string& path, int err) {
+  ErrorCode code = err == ENOSPC || err == EDQUOT || err == EMFILE || err == ENFILE
+                       ? ErrorCode::kUnavailable
+                       : ErrorCode::kBackend;
+  return Error{
+      code, "file storage: " + std::string(what) + " '" + path + "': " + std::strerror(err), {}};
+}
+
+Error NotFound(const std::string& path) {
+  return Error{ErrorCode::kNotFound, "object not found: " + path, {}};
+}
+
+Error ThroughSymlink(const std::string& path) {
+  return Error{ErrorCode::kForbidden,
+               "path '" + path +
+                   "' goes through a symbolic link; the file backend never follows "
+                   "links out of its root",
+               {}};
+}
+
+std::string Hex(const unsigned char* data, size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out += kHex[data[i] >> 4];
+    out += kHex[data[i] & 15];
+  }
+  return out;
+}
+
+std::string Encode(std::string_view segment) {
+  if (segment.empty()) return "%";
+  std::string name;
+  for (size_t i = 0; i < segment.size(); ++i) {
+    char c = segment[i];
+    if (c == '%') {
+      name += "%25";
+    } else if (c == '.' && i == 0) {
+      name += "%2E";
+    } else {
+      name += c;
+    }
+  }
+  if (name.size() > kNameMax) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(segment.data()), segment.size(), digest);
+    name = "%h" + Hex(digest, sizeof digest);
+  }
+  return name;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// The segment a directory entry stands for; nullopt for names that are not objects (mikcar's
+// own, or files someone placed there whose names the escaping could not have produced).
+std::optional<std::string> Decode(int dirfd, std::string_view name) {
+  if (name.empty() || name.front() == '.' || name == kSelf) return std::nullopt;
+  if (name == "%") return std::string();
+  if (name.starts_with("%h")) {
+    Fd fd(::openat(dirfd, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) return std::nullopt;
+    char buf[1100];
+    ssize_t n = ::fgetxattr(fd.get(), kXattrName, buf, sizeof buf);
+    if (n < 0) return std::nullopt;
+    return std::string(buf, static_cast<size_t>(n));
+  }
+  std::string segment;
+  for (size_t i = 0; i < name.size(); ++i) {
+    if (name[i] != '%') {
+      segment += name[i];
+      continue;
+    }
+    if (i + 2 >= name.size()) return std::nullopt;
+    int hi = HexValue(name[i + 1]), lo = HexValue(name[i + 2]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    segment += static_cast<char>(hi * 16 + lo);
+    i += 2;
+  }
+  return segment;
+}
+
+std::vector<std::string> Split(std::string_view path) {
+  std::vector<std::string> segments;
+  for (size_t start = 0;;) {
+    size_t end = path.find('/', start);
+    segments.emplace_back(path.substr(start, end - start));
+    if (end == std::string_view::npos) break;
+    start = end + 1;
+  }
+  return segments;
+}
+
+std::optional<std::string> GetXattr(int fd, const char* name) {
+  char buf[64 * 1024];
+  ssize_t n = ::fgetxattr(fd, name, buf, sizeof buf);
+  if (n < 0) return std::nullopt;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// Metadata as "name\0value\0" pairs.
+std::string PackMetadata(const Metadata& metadata) {
+  std::string packed;
+  for (const auto& [name, value] : metadata) {
+    packed.append(name).push_back('\0');
+    packed.append(value).push_back('\0');
+  }
+  return packed;
+}
+
+Metadata UnpackMetadata(std::string_view packed) {
+  Metadata metadata;
+  while (!packed.empty()) {
+    size_t a = packed.find('\0');
+    if (a == std::string_view::npos) break;
+    size_t b = packed.find('\0', a + 1);
+    if (b == std::string_view::npos) break;
+    metadata.emplace_back(std::string(packed.substr(0, a)),
+                          std::string(packed.substr(a + 1, b - a - 1)));
+    packed.remove_prefix(b + 1);
+  }
+  return metadata;
+}
+
+// The description of the open object file `fd`.
+Result<ObjectInfo> Describe(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return Fail(SystemError("stat", path, errno));
+  ObjectInfo info;
+  info.path = path;
+  info.size = static_cast<uint64_t>(st.st_size);
+  info.modified = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+  if (auto etag = GetXattr(fd, kXattrEtag)) {
+    info.etag = std::move(*etag);
+  } else {
+    // A file placed in the root by hand: an ETag from its size and modification time.
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "\"%llx-%llx\"",
+                  static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
+                      static_cast<unsigned long long>(st.st_mtim.tv_nsec),
+                  static_cast<unsigned long long>(st.st_size));
+    info.etag = buf;
+  }
+  info.content_type = GetXattr(fd, kXattrType).value_or("application/octet-stream");
+  if (auto meta = GetXattr(fd, kXattrMeta)) info.metadata = UnpackMetadata(*meta);
+  return info;
+}
+
+// Reads a range of an open object file on the blocking pool, one chunk per call.
+class FileBody final : public BodyStream {
+ public:
+  FileBody(std::shared_ptr<Fd> fd, ByteRange range, BlockingPool& pool, std::string path)
+      : fd_(std::move(fd)), range_(range), pool_(pool), path_(std::move(path)) {}
+
+  boost::asio::awaitable<Result<std::string_view>> Next() override {
+    if (range_.length == 0) co_return std::string_view();
+    auto chunk = std::make_shared<std::string>();
+    auto read = [fd = fd_, chunk, range = range_, path = path_]() -> Result<size_t> {
+      chunk->resize(std::min<uint64_t>(kReadChunk, range.length));
+      ssize_t n =
+          ::pread(fd->get(), chunk->data(), chunk->size(), static_cast<off_t>(range.offset));
+      if (n < 0) return Fail(SystemError("read", path, errno));
+      if (n == 0)
+        return Fail(ErrorCode::kBackend, "file storage: '" + path + "' shrank while read");
+      return static_cast<size_t>(n);
+    };
+    auto n = co_await pool_.Run(std::move(read));
+    if (!n) co_return Fail(n.error());
+    chunk_ = std::move(*chunk);
+    chunk_.resize(*n);
+    range_.offset += *n;
+    range_.length -= *n;
+    co_return std::string_view(chunk_);
+  }
+
+ private:
+  std::shared_ptr<Fd> fd_;
+  ByteRange range_;
+  BlockingPool& pool_;
+  std::string path_;
+  std::string chunk_;
+};
+
+// A body already read whole (small objects: no second trip to the pool).
+class BufferedBody final : public BodyStream {
+ public:
+  explicit BufferedBody(std::string data) : data_(std::move(data)) {}
+  boost::asio::awaitable<Result<std::string_view>> Next() override {
+    if (sent_) co_return std::string_view();
+    sent_ = true;
+    co_return std::string_view(data_);
+  }
+
+ private:
+  std::string data_;
+  bool sent_ = false;
+};
+
+class FileStorageBackend final : public StorageBackend {
+ public:
+  FileStorageBackend(Fd root, Fd tmp, std::string root_path)
+      : root_(std::move(root)), tmp_(std::move(tmp)), root_path_(std::move(root_path)) {}
+
+  std::string name() const override { return "file"; }
+
+  Task<ObjectInfo> Put(std::string path, PutOptions options, BodyStream& body) override {
+    // The body goes to a temp file outside the tree first; only a complete, synced file is
+    // renamed into place, so readers and crashes never see a partial object.
+    auto upload = std::make_shared<Upload>();
+    auto create = [this, upload]() -> Result<void> { return upload->Create(*this); };
+    auto created = co_await pool_.Run(std::move(create));
+    if (!created) co_return Fail(created.error());
+    std::optional<Error> failure;
+    for (;;) {
+      auto chunk = co_await body.Next();
+      if (!chunk) {
+        failure = chunk.error();
+        break;
+      }
+      if (options.max_size &&
+          upload->size + upload->pending.size() + chunk->size() > options.max_size) {
+        failure = Error{ErrorCode::kPayloadTooLarge,
+                        "object exceeds the " + std::to_string(options.max_size) + "-byte limit",
+                        {}};
+        break;
+      }
+      bool end = chunk->empty();
+      upload->pending.append(*chunk);
+      if (upload->pending.size() >= kWriteChunk || (end && !upload->pending.empty())) {
+        auto flush = [upload, path]() -> Result<void> { return upload->Flush(path); };
+        auto flushed = co_await pool_.Run(std::move(flush));
+        if (!flushed) {
+          failure = flushed.error();
+          break;
+        }
+      }
+      if (end) break;
+    }
+    if (failure) {
+      auto discard = [this, upload]() -> Result<void> {
+        upload->Discard(*this);
+        return {};
+      };
+      co_await pool_.Run(std::move(discard));
+      co_return Fail(std::move(*failure));
+    }
+    auto finish = [this, upload, path,
+                   options = std::move(options)]() -> Result<ObjectInfo> {
+      auto digest = upload->md5.Final();
+      if (auto ok = CheckDigest(options, digest); !ok) return Fail(ok.error());
+      auto info = upload->Seal(path, EtagOf(digest), options.content_type, options.metadata);
+      if (!info) return info;
+      if (auto ok = Install(path, upload->name, &options); !ok) return Fail(ok.error());
+      upload->installed = true;
+      return info;
+    };
+    auto info = co_await pool_.Run(std::move(finish));
+    if (!info) {
+      auto discard = [this, upload]() -> Result<void> {
+        upload->Discard(*this);
+        return {};
+      };
+      co_await pool_.Run(std::move(discard));
+    }
+    co_return info;
+  }
+
+  Task<Object> Get(std::string path, std::optional<RangeSpec> range) override {
+    auto open = [this, path, range]() -> Result<Object> {
+      auto fd = OpenObject(path);
+      if (!fd) return Fail(fd.error());
+      auto info = Describe(fd->get(), path);
+      if (!info) return Fail(info.error());
+      Object object;
+      object.info = std::move(*info);
+      ByteRange part{0, object.info.size};
+      if (range) {
+        object.range = ResolveRange(*range, object.info.size);
+        if (!object.range) {
+          object.unsatisfiable = true;
+          return object;
+        }
+        part = *object.range;
+      }
+      if (part.length <= kReadChunk) {
+        std::string data(part.length, '\0');
+        size_t done = 0;
+        while (done < data.size()) {
+          ssize_t n = ::pread(fd->get(), data.data() + done, data.size() - done,
+                              static_cast<off_t>(part.offset + done));
+          if (n < 0) return Fail(SystemError("read", path, errno));
+          if (n == 0)
+            return Fail(ErrorCode::kBackend, "file storage: '" + path + "' shrank while read");
+          done += static_cast<size_t>(n);
+        }
+        object.body = std::make_shared<BufferedBody>(std::move(data));
+      } else {
+        object.body =
+            std::make_shared<FileBody>(std::make_shared<Fd>(std::move(*fd)), part, pool_, path);
+      }
+      return object;
+    };
+    co_return co_await pool_.Run(std::move(open));
+  }
+
+  Task<ObjectInfo> Head(std::string path) override {
+    auto head = [this, path]() -> Result<ObjectInfo> {
+      auto fd = OpenObject(path);
+      if (!fd) return Fail(fd.error());
+      return Describe(fd->get(), path);
+    };
+    co_return co_await pool_.Run(std::move(head));
+  }
+
+  Task<void> Delete(std::string path) override {
+    auto remove = [this, path]() -> Result<void> { return Remove(path); };
+    co_return co_await pool_.Run(std::move(remove));
+  }
+
+  Task<ListPage> List(ListOptions options) override {
+    auto list = [this, options = std::move(options)]() -> Result<ListPage> {
+      ListingPage page(options);
+      std::shared_lock tree(tree_mu_);
+      Fd root(::dup(root_.get()));
+      if (!root) return Fail(SystemError("open", root_path_, errno));
+      if (auto walked = Walk(std::move(root), "", page, options); !walked)
+        return Fail(walked.error());
+      return page.Finish();
+    };
+    co_return co_await pool_.Run(std::move(list));
+  }
+
+  Task<ObjectInfo> Copy(std::string from, std::string to) override {
+    auto copy = [this, from, to]() -> Result<ObjectInfo> {
+      auto source = OpenObject(from);
+      if (!source) {
+        if (source.error().code == ErrorCode::kNotFound)
+          return Fail(ErrorCode::kNotFound, "source object not found: " + from);
+        return Fail(source.error());
+      }
+      auto described = Describe(source->get(), from);
+      if (!described) return Fail(described.error());
+      Upload upload;
+      if (auto ok = upload.Create(*this); !ok) return Fail(ok.error());
+      auto result = [&]() -> Result<ObjectInfo> {
+        off_t in = 0;
+        uint64_t left = described->size;
+        while (left > 0) {
+          ssize_t n = ::copy_file_range(source->get(), &in, upload.fd.get(), nullptr, left, 0);
+          if (n < 0) return Fail(SystemError("copy", from, errno));
+          if (n == 0)
+            return Fail(ErrorCode::kBackend, "file storage: '" + from + "' shrank while copied");
+          left -= static_cast<uint64_t>(n);
+        }
+        auto info = upload.Seal(to, described->etag, described->content_type, described->metadata);
+        if (!info) return info;
+        if (auto ok = Install(to, upload.name, nullptr); !ok) return Fail(ok.error());
+        upload.installed = true;
+        return info;
+      }();
+      if (!result) upload.Discard(*this);
+      return result;
+    };
+    co_return co_await pool_.Run(std::move(copy));
+  }
+
+  Task<void> Ready() override {
+    auto check = [this]() -> Result<void> {
+      struct stat st;
+      if (::fstat(root_.get(), &st) != 0) return Fail(SystemError("stat", root_path_, errno));
+      if (st.st_nlink == 0)
+        return Fail(ErrorCode::kUnavailable, "file storage: root '" + root_path_ + "' was deleted");
+      return {};
+    };
+    co_return co_await pool_.Run(std::move(check));
+  }
+
+  void Close() override { pool_.Stop(); }
+
+ private:
+  // One upload's temp file in <root>/.mikcar/tmp, written on the pool.
+  struct Upload {
+    Fd fd;
+    std::string name;
+    std::string pending;
+    uint64_t size = 0;
+    Md5 md5;
+    bool installed = false;
+    const FileStorageBackend* backend = nullptr;
+
+    Result<void> Create(const FileStorageBackend& owner) {
+      backend = &owner;
+      unsigned char random[12];
+      RAND_bytes(random, sizeof random);
+      name = ".upload-" + Hex(random, sizeof random);
+      fd = Fd(
+          ::openat(owner.tmp_.get(), name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+      if (!fd)
+        return Fail(SystemError("create temp file in", owner.root_path_ + "/.mikcar/tmp", errno));
+      return {};
+    }
+    Result<void> Flush(const std::string& path) {
+      md5.Update(pending);
+      size_t done = 0;
+      while (done < pending.size()) {
+        ssize_t n = ::write(fd.get(), pending.data() + done, pending.size() - done);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          return Fail(SystemError("write", path, errno));
+        }
+        done += static_cast<size_t>(n);
+      }
+      size += pending.size();
+      pending.clear();
+      return {};
+    }
+    // Metadata and fsync: the file is complete and durable, ready to be renamed into place.
+    Result<ObjectInfo> Seal(const std::string& path, const std::string& etag,
+                            const std::string& type, const Metadata& metadata) {
+      std::string packed = PackMetadata(metadata);
+      if (::fsetxattr(fd.get(), kXattrEtag, etag.data(), etag.size(), 0) != 0 ||
+          ::fsetxattr(fd.get(), kXattrType, type.data(), type.size(), 0) != 0 ||
+          (!packed.empty() &&
+           ::fsetxattr(fd.get(), kXattrMeta, packed.data(), packed.size(), 0) != 0)) {
+        return Fail(SystemError("set metadata (xattr) of", path, errno));
+      }
+      if (::fsync(fd.get()) != 0) return Fail(SystemError("fsync", path, errno));
+      return Describe(fd.get(), path);
+    }
+    void Discard(const FileStorageBackend& owner) {
+      fd.Reset();
+      if (!name.empty() && !installed) ::unlinkat(owner.tmp_.get(), name.c_str(), 0);
+    }
+  };
+
+  std::mutex& KeyMutex(const std::string& path) {
+    return key_mu_[std::hash<std::string>{}(path) % key_mu_.size()];
+  }
+
+  // Opens the directory chain of `segments` (all but the last), from the root, never following
+  // a link. NOT_FOUND when a directory is missing (or is an object).
+  Result<Fd> OpenParent(const std::vector<std::string>& segments, const std::string& path) const {
+    Fd dir(::dup(root_.get()));
+    if (!dir) return Fail(SystemError("open", root_path_, errno));
+    for (size_t i = 0; i + 1 < segments.size(); ++i) {
+      Fd next(::openat(dir.get(), Encode(segments[i]).c_str(),
+                       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) {
+        if (errno == ELOOP) return Fail(ThroughSymlink(path));
+        if (errno == ENOENT || errno == ENOTDIR) return Fail(NotFound(path));
+        return Fail(SystemError("open", path, errno));
+      }
+      dir = std::move(next);
+    }
+    return dir;
+  }
+
+  // Opens the object file of `path` for reading.
+  Result<Fd> OpenObject(const std::string& path) const {
+    auto segments = Split(path);
+    auto dir = OpenParent(segments, path);
+    if (!dir) return Fail(dir.error());
+    Fd fd(::openat(dir->get(), Encode(segments.back()).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ELOOP) return Fail(ThroughSymlink(path));
+      if (errno == ENOENT) return Fail(NotFound(path));
+      return Fail(SystemError("open", path, errno));
+    }
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return Fail(SystemError("stat", path, errno));
+    if (S_ISDIR(st.st_mode)) {
+      fd = Fd(::openat(fd.get(), std::string(kSelf).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (!fd) {
+        if (errno == ENOENT || errno == ELOOP) return Fail(NotFound(path));
+        return Fail(SystemError("open", path, errno));
+      }
+      if (::fstat(fd.get(), &st) != 0) return Fail(SystemError("stat", path, errno));
+    }
+    if (!S_ISREG(st.st_mode)) return Fail(NotFound(path));
+    return fd;
+  }
+
+  // Creates the directory chain of `segments` (all but the last). An object standing where a
+  // directory is needed (x, when x/y is written) becomes that directory's "%o" first.
+  Result<Fd> MakeParent(const std::vector<std::string>& segments, const std::string& path) {
+    for (int attempt = 0; attempt < 8; ++attempt) {
+      std::optional<size_t> convert;
+      {
+        std::shared_lock tree(tree_mu_);
+        Fd dir(::dup(root_.get()));
+        if (!dir) return Fail(SystemError("open", root_path_, errno));
+        size_t i = 0;
+        for (; i + 1 < segments.size(); ++i) {
+          std::string name = Encode(segments[i]);
+          bool created = false;
+          if (::mkdirat(dir.get(), name.c_str(), 0755) == 0) {
+            created = true;
+            if (name.starts_with("%h")) {
+              Fd made(::openat(dir.get(), name.c_str(),
+                               O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+              if (made)
+                ::fsetxattr(made.get(), kXattrName, segments[i].data(), segments[i].size(), 0);
+            }
+          } else if (errno != EEXIST) {
+            return Fail(SystemError("create directory for", path, errno));
+          }
+          Fd next(
+              ::openat(dir.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+          if (!next) {
+            if (errno == ENOTDIR) break;  // an object: convert it below
+            if (errno == ELOOP) return Fail(ThroughSymlink(path));
+            if (errno == ENOENT) break;  // removed by a concurrent prune: retry
+            return Fail(SystemError("open", path, errno));
+          }
+          if (created && ::fsync(dir.get()) != 0) return Fail(SystemError("fsync", path, errno));
+          dir = std::move(next);
+        }
+        if (i + 1 >= segments.size()) return dir;
+        struct stat st;
+        if (::fstatat(dir.get(), Encode(segments[i]).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode)) {
+          convert = i;
+        }
+      }
+      if (convert) {
+        if (auto ok = ConvertToDirectory(segments, *convert, path); !ok) return Fail(ok.error());
+      }
+    }
+    return Fail(ErrorCode::kUnavailable, "file storage: '" + path + "' keeps changing; try again");
+  }
+
+  // Turns the object file at segments[0..level] into a directory holding it as "%o", atomically
+  // for readers: the directory (with a hard link to the file inside) is swapped in with one
+  // renameat2(RENAME_EXCHANGE).
+  Result<void> ConvertToDirectory(const std::vector<std::string>& segments, size_t level,
+                                  const std::string& path) {
+    std::unique_lock tree(tree_mu_);
+    std::vector<std::string> parent(segments.begin(), segments.begin() + level + 1);
+    auto dir = OpenParent(parent, path);
+    if (!dir) return Fail(dir.error());
+    std::string name = Encode(segments[level]);
+    struct stat st;
+    if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      return {};  // already converted, or gone
+    unsigned char random[8];
+    RAND_bytes(random, sizeof random);
+    std::string staging = ".convert-" + Hex(random, sizeof random);
+    if (::mkdirat(dir->get(), staging.c_str(), 0755) != 0)
+      return Fail(SystemError("create directory for", path, errno));
+    Fd staged(
+        ::openat(dir->get(), staging.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!staged ||
+        ::linkat(dir->get(), name.c_str(), staged.get(), std::string(kSelf).c_str(), 0) != 0 ||
+        ::renameat2(dir->get(), staging.c_str(), dir->get(), name.c_str(), RENAME_EXCHANGE) != 0) {
+      int err = errno;
+      if (staged) ::unlinkat(staged.get(), std::string(kSelf).c_str(), 0);
+      ::unlinkat(dir->get(), staging.c_str(), AT_REMOVEDIR);
+      return Fail(SystemError("make a directory of", path, err));
+    }
+    if (name.starts_with("%h")) {
+      ::fsetxattr(staged.get(), kXattrName, segments[level].data(), segments[level].size(), 0);
+    }
+    ::unlinkat(dir->get(), staging.c_str(), 0);  // the old name of the file, now linked as "%o"
+    if (::fsync(staged.get()) != 0 || ::fsync(dir->get()) != 0)
+      return Fail(SystemError("fsync", path, errno));
+    return {};
+  }
+
+  // Renames the sealed temp file `temp` to `path`, checking `conditions` (PUT) atomically.
+  Result<void> Install(const std::string& path, const std::string& temp,
+                       const PutOptions* conditions) {
+    auto segments = Split(path);
+    auto dir = MakeParent(segments, path);
+    if (!dir) return Fail(dir.error());
+    std::string name = Encode(segments.back());
+    if (name.starts_with("%h")) {
+      Fd file(::openat(tmp_.get(), temp.c_str(), O_RDONLY | O_CLOEXEC));
+      if (file)
+        ::fsetxattr(file.get(), kXattrName, segments.back().data(), segments.back().size(), 0);
+    }
+    std::shared_lock tree(tree_mu_);
+    std::lock_guard key(KeyMutex(path));
+    // The parent may have been pruned between MakeParent and the lock: reopen it.
+    auto parent = OpenParent(segments, path);
+    if (!parent) {
+      if (parent.error().code == ErrorCode::kNotFound)
+        return Fail(ErrorCode::kUnavailable,
+                    "file storage: '" + path + "' changed during the write; try again");
+      return Fail(parent.error());
+    }
+    if (conditions) {
+      auto current = OpenObject(path);
+      std::optional<ObjectInfo> info;
+      if (current) {
+        auto described = Describe(current->get(), path);
+        if (!described) return Fail(described.error());
+        info = std::move(*described);
+      } else if (current.error().code != ErrorCode::kNotFound) {
+        return Fail(current.error());
+      }
+      if (auto ok = CheckPutConditions(*conditions, info ? &*info : nullptr); !ok) return ok;
+    }
+    int target = parent->get();
+    Fd self_dir;
+    struct stat st;
+    if (::fstatat(target, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
+      if (S_ISDIR(st.st_mode)) {
+        self_dir =
+            Fd(::openat(target, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!self_dir) return Fail(SystemError("open", path, errno));
+        target = self_dir.get();
+        name = kSelf;
+      }
+    }
+    if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) != 0)
+      return Fail(SystemError("rename into place", path, errno));
+    if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
+    return {};
+  }
+
+  Result<void> Remove(const std::string& path) {
+    auto segments = Split(path);
+    {
+      std::shared_lock tree(tree_mu_);
+      std::lock_guard key(KeyMutex(path));
+      auto dir = OpenParent(segments, path);
+      if (!dir) return Fail(dir.error());
+      std::string name = Encode(segments.back());
+      struct stat st;
+      if (::fstatat(dir->get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return Fail(NotFound(path));
+        return Fail(SystemError("stat", path, errno));
+      }
+      if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
+      if (S_ISDIR(st.st_mode)) {
+        Fd self(
+            ::openat(dir->get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!self || ::unlinkat(self.get(), std::string(kSelf).c_str(), 0) != 0) {
+          if (errno == ENOENT) return Fail(NotFound(path));
+          return Fail(SystemError("delete", path, errno));
+        }
+        if (::fsync(self.get()) != 0) return Fail(SystemError("fsync", path, errno));
+      } else {
+        if (!S_ISREG(st.st_mode)) return Fail(NotFound(path));
+        if (::unlinkat(dir->get(), name.c_str(), 0) != 0) {
+          if (errno == ENOENT) return Fail(NotFound(path));
+          return Fail(SystemError("delete", path, errno));
+        }
+        if (::fsync(dir->get()) != 0) return Fail(SystemError("fsync", path, errno));
+      }
+    }
+    Prune(segments);
+    return {};
+  }
+
+  // Removes the directories along `segments` that the delete left empty, deepest first.
+  void Prune(const std::vector<std::string>& segments) {
+    std::unique_lock tree(tree_mu_);
+    std::vector<Fd> chain;
+    chain.emplace_back(::dup(root_.get()));
+    for (size_t i = 0; i + 1 < segments.size(); ++i) {
+      Fd next(::openat(chain.back().get(), Encode(segments[i]).c_str(),
+                       O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) return;
+      chain.push_back(std::move(next));
+    }
+    // The leaf itself, when it was a directory holding the deleted "%o".
+    size_t depth = segments.size();
+    for (size_t level = depth; level-- > 0;) {
+      if (level >= chain.size()) continue;
+      if (::unlinkat(chain[level].get(), Encode(segments[level]).c_str(), AT_REMOVEDIR) != 0) {
+        if (errno == ENOTDIR || errno == ENOENT) continue;  // the leaf was a plain file
+        return;
+      }
+    }
+  }
+
+  // Feeds the objects under the open directory `dir` (whose keys start with `prefix`) to `page`
+  // in ascending key order. Returns false once the listing is complete.
+  Result<bool> Walk(Fd dir, const std::string& prefix, ListingPage& page,
+                    const ListOptions& options) {
+    struct Item {
+      std::string key;
+      std::string name;
+      bool directory;  // descend (key ends with '/')
+    };
+    std::vector<Item> items;
+    {
+      // A new open file description: a dup() would share the read position with other walks.
+      Fd own(::openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      DIR* stream = own ? ::fdopendir(own.get()) : nullptr;
+      if (!stream) return Fail(SystemError("list", root_path_ + "/" + prefix, errno));
+      own.Release();  // the DIR owns it now
+      while (dirent* entry = ::readdir(stream)) {
+        std::string_view name = entry->d_name;
+        if (name == "." || name == "..") continue;
+        if (name == kSelf) continue;  // listed by the parent as the directory's own object
+        auto segment = Decode(dir.get(), name);
+        if (!segment) continue;
+        unsigned char type = entry->d_type;
+        if (type == DT_UNKNOWN) {
+          struct stat st;
+          if (::fstatat(dir.get(), entry->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+        }
+        std::string key = prefix + *segment;
+        if (type == DT_DIR) {
+          items.push_back({key, std::string(name), false});  // its "%o", if any
+          items.push_back({key + "/", std::string(name), true});
+        } else if (type == DT_REG) {
+          items.push_back({std::move(key), std::string(name), false});
+        }
+      }
+      ::closedir(stream);
+    }
+    std::sort(items.begin(), items.end(),
+              [](const Item& a, const Item& b) { return a.key < b.key; });
+    const std::string& first = page.first_key();
+    for (const Item& item : items) {
+      if (page.SkipsAll(prefix)) return true;  // the rest of this directory is one group
+      if (item.directory) {
+        if (item.key < first && !first.starts_with(item.key)) continue;  // all before the start
+        if (page.PastEnd(item.key) && !options.prefix.starts_with(item.key)) return false;
+        if (page.SkipsAll(item.key)) continue;
+        Fd sub(::openat(dir.get(), item.name.c_str(),
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!sub) continue;  // removed meanwhile
+        auto more = Walk(std::move(sub), item.key, page, options);
+        if (!more || !*more) return more;
+        continue;
+      }
+      if (item.key < first) continue;
+      if (page.PastEnd(item.key)) return false;
+      if (page.SkipsAll(item.key)) continue;
+      Fd fd(::openat(dir.get(), item.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      if (fd) {
+        struct stat st;
+        if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode))
+          fd =
+              Fd(::openat(fd.get(), std::string(kSelf).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      }
+      if (!fd) continue;  // a directory without its own object, or removed meanwhile
+      auto info = Describe(fd.get(), item.key);
+      if (!info) continue;
+      if (!page.Add(std::move(*info))) return false;
+    }
+    return true;
+  }
+
+  Fd root_;
+  Fd tmp_;
+  std::string root_path_;
+  BlockingPool pool_{8, 4096};
+  std::shared_mutex tree_mu_;  // shared: writes and reads; exclusive: directory conversion/prune
+  std::array<std::mutex, 64> key_mu_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StorageBackend>> OpenFileStorageBackend(const Uri& uri) {
+  if (uri.path.empty() || uri.path.front() != '/' ||
+      (!uri.host.empty() && uri.host != "localhost")) {
+    return Fail(ErrorCode::kBadRequest, "expected file:///absolute/dir (three slashes)");
+  }
+  std::string root_path = uri.path;
+  // Create the root and its private area (.mikcar/tmp, for uploads in progress).
+  for (size_t at = 1; at != std::string::npos;) {
+    at = root_path.find('/', at + 1);
+    std::string part = root_path.substr(0, at);
+    if (::mkdir(part.c_str(), 0755) != 0 && errno != EEXIST)
+      return Fail(SystemError("create directory", part, errno));
+  }
+  Fd root(::open(root_path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root) return Fail(SystemError("open", root_path, errno));
+  for (const char* dir : {".mikcar", ".mikcar/tmp"}) {
+    if (::mkdirat(root.get(), dir, 0700) != 0 && errno != EEXIST)
+      return Fail(SystemError("create directory", root_path + "/" + dir, errno));
+  }
+  Fd tmp(::openat(root.get(), ".mikcar/tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!tmp) return Fail(SystemError("open", root_path + "/.mikcar/tmp", errno));
+  // Uploads interrupted by a crash never became objects: drop their temp files.
+  if (DIR* stream = ::fdopendir(::openat(tmp.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC))) {
+    while (dirent* entry = ::readdir(stream)) {
+      if (entry->d_name[0] == '.' && std::string_view(entry->d_name).starts_with(".upload-"))
+        ::unlinkat(tmp.get(), entry->d_name, 0);
+    }
+    ::closedir(stream);
+  }
+  // Metadata lives in extended attributes: refuse a filesystem without them now, not at the
+  // first upload.
+  static constexpr char kProbe[] = ".xattr-probe";
+  Fd probe(::openat(tmp.get(), kProbe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  bool xattrs = probe && ::fsetxattr(probe.get(), kXattrEtag, "x", 1, 0) == 0;
+  int err = errno;
+  ::unlinkat(tmp.get(), kProbe, 0);
+  if (!xattrs) {
+    return Fail(ErrorCode::kUnavailable, "file storage: the filesystem of '" + root_path +
+                                             "' does not support user extended attributes (" +
+                                             std::strerror(err) +
+                                             "); expected ext4, xfs, btrfs or tmpfs");
+  }
+  return std::unique_ptr<StorageBackend>(
+      std::make_unique<FileStorageBackend>(std::move(root), std::move(tmp), root_path));
+}
+
+}  // namespace mikcar::storage
