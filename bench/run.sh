@@ -5,7 +5,8 @@
 #
 # Usage: bench/run.sh [--quick] [--scenario NAME]... [--rounds N] [--duration SECONDS]
 #   --quick           1 round of 3 s per target (default: 5 rounds of 8 s, median reported)
-#   --scenario NAME   health | kv-get | kv-set | redis (repeatable, or a,b); default: all
+#   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put (repeatable,
+#                     or a,b); default: all
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
 #        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$ROOT"
 usage() { sed -n '6,10s/^# \{0,1\}//p' "$0"; }
 ARGS=("$@")
 ROUNDS=5 DURATION=8 SCENARIOS=()
-ALL_SCENARIOS=(health kv-get kv-set redis)
+ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 DURATION=3 ;;
@@ -72,6 +73,8 @@ VALUE=$(printf '0123456789%.0s' {1..10})   # the 100-byte value (same bytes as b
 GET_KEY=benchget
 
 TMP=$(mktemp -d /tmp/mikcar-bench.XXXXXX)
+head -c 4096 /dev/urandom >"$TMP/obj4k"
+head -c 1048576 /dev/urandom >"$TMP/obj1m"
 RESULTS=$TMP/results.tsv   # scenario cores label round rps p50 p99 cpu_us errors
 : >"$RESULTS"
 
@@ -159,6 +162,10 @@ start_servers() {
       "$MIKCAR" --kv --no-auth --port $((BASE + 1 + off)) "${threads[@]}" --log-level warn
     KV_URL=file://$TMP/kv-$c start mikcar-file-$c $c $((BASE + 2 + off)) \
       "$MIKCAR" --kv --no-auth --port $((BASE + 2 + off)) "${threads[@]}" --log-level warn
+    # Object storage on the embedded file:// backend; nginx serves the same root.
+    STORAGE_URL=file://$TMP/objects-$c start mikcar-storage-$c $c $((BASE + 5 + off)) \
+      "$MIKCAR" --storage --no-auth --port $((BASE + 5 + off)) "${threads[@]}" --log-level warn \
+      --data-dir "$TMP/data-$c"
   done
   for c in 1 n; do
     n=$([ $c = 1 ] && echo 1 || echo "$NCPU")
@@ -166,7 +173,8 @@ start_servers() {
     # nginx: one worker per core the comparison uses.
     mkdir -p "$TMP/nginx-$c"
     sed -e "s|@WORKERS@|$n|" -e "s|@PORT@|$((BASE + 10 + off))|" -e "s|@DIR@|$TMP/nginx-$c|g" \
-      -e "s|@VALUE@|$VALUE|" "$BENCH/nginx.conf.in" >"$TMP/nginx-$c/nginx.conf"
+      -e "s|@VALUE@|$VALUE|" -e "s|@OBJECTS@|$TMP/objects-$c|" "$BENCH/nginx.conf.in" \
+      >"$TMP/nginx-$c/nginx.conf"
     start nginx-$c $c $((BASE + 10 + off)) \
       nginx -p "$TMP/nginx-$c" -c "$TMP/nginx-$c/nginx.conf" -e "$TMP/nginx-$c/error.log"
     # redis with the durability most deployments use, and webdis (HTTP→redis) in front of it.
@@ -186,6 +194,7 @@ EOF
   for c in 1 n; do
     wait_200 mikcar-memory-$c /health
     wait_200 mikcar-file-$c /health
+    wait_200 mikcar-storage-$c /health
     wait_200 nginx-$c /health
     wait_200 webdis-$c /PING
   done
@@ -202,6 +211,13 @@ preload() {  # the value every KV GET reads
     redis-cli -p "${PORT[redis-$c]}" set "$GET_KEY" "$VALUE" >/dev/null
     [ "$(curl -sf "http://127.0.0.1:${PORT[webdis-$c]}/GET/$GET_KEY.txt")" = "$VALUE" ] || { echo "webdis-$c: preload failed" >&2; exit 1; }
     [ "$(curl -sf "http://127.0.0.1:${PORT[nginx-$c]}/kv/get/$GET_KEY")" = "$VALUE" ] || { echo "nginx-$c: bad config" >&2; exit 1; }
+    # The objects the storage GETs read, stored through mikcar, read back through both servers.
+    for o in obj4k obj1m; do
+      curl -sf -o /dev/null -X PUT --data-binary "@$TMP/$o" "http://127.0.0.1:${PORT[mikcar-storage-$c]}/storage/object/$o"
+      for s in mikcar-storage-$c nginx-$c; do
+        cmp -s "$TMP/$o" <(curl -sf "http://127.0.0.1:${PORT[$s]}/storage/object/$o") || { echo "$s: $o preload failed" >&2; exit 1; }
+      done
+    done
   done
 }
 
@@ -269,6 +285,23 @@ kv_set_targets() {
   done
 }
 
+storage_get_targets() {
+  local r=$1 c o
+  for c in 1 n; do
+    for o in obj4k obj1m; do
+      measure "get-${o#obj}" mikcar-storage mikcar-storage-$c "$r" /storage/object/$o
+      measure "get-${o#obj}" nginx-static nginx-$c "$r" /storage/object/$o
+    done
+  done
+}
+storage_put_targets() {  # 1 MiB PUTs over 100 names (each replaces an object)
+  local r=$1 c put=$BENCH/lua/put.lua
+  for c in 1 n; do
+    measure put-1m mikcar-storage mikcar-storage-$c "$r" / "$put" /storage/object/put- 100
+    measure put-1m nginx-dav nginx-$c "$r" / "$put" /put/put- 100
+  done
+}
+
 # redis-benchmark straight against redis (pinned like the 1-core HTTP runs): the raw-store ceiling.
 redis_targets() {
   local r=$1 t n=$((50000 * DURATION)) pids cpu0 cpu1 out
@@ -320,6 +353,9 @@ display_name() {
     mikcar-memory) echo "mikcar memory://" ;;
     mikcar-file) echo "mikcar file:// (LMDB, fsync)" ;;
     nginx) echo "nginx return 200" ;;
+    mikcar-storage) echo "mikcar storage file:// (fsync)" ;;
+    nginx-static) echo "nginx static file (sendfile)" ;;
+    nginx-dav) echo "nginx WebDAV PUT (no fsync)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     *) echo "$1" ;;
@@ -359,8 +395,10 @@ report() {
       kv-get) to_nginx=$(ratio "$key" "$s|$c|nginx"); to_webdis=$(ratio "$key" "$s|$c|webdis")
               to_redis=$(ratio "$key" "redis|1|redis-GET") ;;
       kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
+      get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
+      put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
     esac
-    [ "$l" = nginx ] && to_nginx=ref
+    [[ "$l" == nginx* ]] && to_nginx=ref
     [ "$l" = webdis ] && to_webdis=ref
     printf "$fmt" "$s" "$([ "$c" = n ] && echo "$NCPU" || echo 1)" "$name" "${RPS[$key]}" "${RANGE[$key]}" \
       "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "$to_nginx" "$to_webdis" "$to_redis"
@@ -377,7 +415,7 @@ startup_probe
 start_servers
 sleep 1
 declare -A IDLE_RSS
-for s in mikcar-memory-1 mikcar-file-1 mikcar-memory-n mikcar-file-n; do IDLE_RSS[$s]=$(rss_kb "${PID[$s]}"); done
+for s in mikcar-memory-1 mikcar-file-1 mikcar-storage-1 mikcar-memory-n mikcar-file-n mikcar-storage-n; do IDLE_RSS[$s]=$(rss_kb "${PID[$s]}"); done
 preload
 
 for s in "${SCENARIOS[@]}"; do
@@ -387,6 +425,8 @@ for s in "${SCENARIOS[@]}"; do
     kv-get) rounds kv_get_targets ;;
     kv-set) rounds kv_set_targets ;;
     redis) rounds redis_targets ;;
+    storage-get) rounds storage_get_targets ;;
+    storage-put) rounds storage_put_targets ;;
   esac
 done
 
@@ -398,7 +438,7 @@ for line in "${STARTUP[@]}"; do
   printf '  %-8s %6s ms  (%s ms)  RSS %s MiB\n' "$kind://" "$med" "$range" "$(awk -v k="$rss" 'BEGIN { printf "%.1f", k / 1024 }')"
 done
 echo "mikcar RSS (VmRSS), idle after start → after the benchmark:"
-for s in mikcar-memory-1 mikcar-file-1 mikcar-memory-n mikcar-file-n; do
+for s in mikcar-memory-1 mikcar-file-1 mikcar-storage-1 mikcar-memory-n mikcar-file-n mikcar-storage-n; do
   printf '  %-18s %6.1f MiB → %6.1f MiB\n' "$s" "$(awk -v k="${IDLE_RSS[$s]}" 'BEGIN { print k / 1024 }')" \
     "$(awk -v k="$(rss_kb "${PID[$s]}")" 'BEGIN { print k / 1024 }')"
 done
