@@ -73,6 +73,7 @@ VALUE=$(printf '0123456789%.0s' {1..10})   # the 100-byte value (same bytes as b
 GET_KEY=benchget
 
 TMP=$(mktemp -d /tmp/mikcar-bench.XXXXXX)
+chmod 755 "$TMP"   # nginx workers (user nobody when started as root) read the storage root
 head -c 4096 /dev/urandom >"$TMP/obj4k"
 head -c 1048576 /dev/urandom >"$TMP/obj1m"
 RESULTS=$TMP/results.tsv   # scenario cores label round rps p50 p99 cpu_us errors

@@ -397,7 +397,7 @@ class StreamedBody final : public BodyStream {
 
 template <typename Socket>
 asio::awaitable<void> Server::Impl::Serve(Socket socket) {
-  if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+  if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
     boost::system::error_code ignored;
     socket.set_option(asio::ip::tcp::no_delay(true), ignored);
   }
@@ -598,7 +598,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   }
   conn->Stop();
   boost::system::error_code ignored;
-  if constexpr (std::is_same_v<Socket, asio::ip::tcp::socket>) {
+  if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
     conn->socket.shutdown(asio::socket_base::shutdown_send, ignored);
   }
   conn->socket.close(ignored);
@@ -651,16 +651,15 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
   out.body().data = nullptr;
   out.body().more = true;
   bhttp::response_serializer<bhttp::buffer_body> serializer{out};
-  conn.Arm(Clock::now() + options.timeout);
-  auto [ec, n] = co_await bhttp::async_write_header(conn.socket, serializer, kTuple);
-  if (ec) co_return false;
+  // The header goes out with the first chunk, and the last chunk ends the message: a small body
+  // is one write.
   uint64_t sent = 0;
   for (;;) {
     auto chunk = co_await response.stream->Next();
     if (!chunk || sent + chunk->size() > response.stream_length ||
         (chunk->empty() && sent != response.stream_length)) {
-      // The status is already sent: all that is left is to cut the body short, which the client
-      // sees as a body shorter than its Content-Length.
+      // The status may be sent already: all that is left is to cut the body short, which the
+      // client sees as a body shorter than its Content-Length.
       spdlog::error("{} {}: response body failed after {} of {} bytes: {} trace={}", request.method,
                     request.path, sent, response.stream_length,
                     chunk ? "the body has a different length" : chunk.error().message,
@@ -668,13 +667,14 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
       co_return false;
     }
     sent += chunk->size();
+    const bool last = sent == response.stream_length;
     out.body().data = chunk->empty() ? nullptr : const_cast<char*>(chunk->data());
     out.body().size = chunk->size();
-    out.body().more = !chunk->empty();
+    out.body().more = !last;
     conn.Arm(Clock::now() + options.stream_idle_timeout);
-    auto [wec, wn] = co_await bhttp::async_write(conn.socket, serializer, kTuple);
-    if (wec && wec != bhttp::error::need_buffer) co_return false;
-    if (chunk->empty()) co_return true;
+    auto [ec, n] = co_await bhttp::async_write(conn.socket, serializer, kTuple);
+    if (ec && ec != bhttp::error::need_buffer) co_return false;
+    if (last) co_return true;
   }
 }
 

@@ -25,6 +25,7 @@ constexpr size_t kMaxBatchPaths = 1000;
 constexpr int64_t kDefaultPresignSeconds = 3600;
 constexpr int64_t kMaxPresignSeconds = 7 * 24 * 3600;
 constexpr std::string_view kMetaPrefix = "x-meta-";
+constexpr size_t kMaxMetadataBytes = 2048;
 
 // The {path} parameter, validated by the rules of SPEC §4.3.
 Result<std::string> PathParam(const Request& request) {
@@ -136,6 +137,13 @@ class StorageSidecar final : public Sidecar {
         ToLower(key);
         options.metadata.emplace_back(std::move(key), std::string(value));
       }
+    }
+    size_t metadata_bytes = 0;
+    for (const auto& [name, value] : options.metadata) metadata_bytes += name.size() + value.size();
+    if (metadata_bytes > kMaxMetadataBytes) {
+      co_return Fail(ErrorCode::kBadRequest,
+                     "x-meta-* headers hold " + std::to_string(metadata_bytes) +
+                         " bytes; expected at most 2048 (names and values, as S3)");
     }
     if (auto v = request.header("if-match"); !v.empty()) options.if_match = std::string(v);
     if (auto v = request.header("if-none-match"); !v.empty())

@@ -6,16 +6,19 @@
 #include <openssl/sha.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <functional>
 #include <mutex>
 #include <shared_mutex>
+#include <unordered_map>
 
 #include "common/blocking_pool.h"
 #include "storage/digest.h"
@@ -32,9 +35,8 @@ namespace {
 // An object whose path is also a "directory" of other objects (x and x/y) lives in that
 // directory under the reserved name "%o". Names starting with '.' are mikcar's (temp files).
 constexpr std::string_view kSelf = "%o";
-constexpr const char* kXattrEtag = "user.mikcar.etag";
-constexpr const char* kXattrType = "user.mikcar.type";
-constexpr const char* kXattrMeta = "user.mikcar.meta";
+// One xattr per object, read with one syscall: "etag\0content-type\0" then "name\0value\0" pairs.
+constexpr const char* kXattrObject = "user.mikcar";
 constexpr const char* kXattrName = "user.mikcar.name";
 constexpr size_t kNameMax = 255;
 constexpr size_t kReadChunk = 256 * 1024;
@@ -169,9 +171,10 @@ std::optional<std::string> GetXattr(int fd, const char* name) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-// Metadata as "name\0value\0" pairs.
-std::string PackMetadata(const Metadata& metadata) {
+std::string PackAttributes(std::string_view etag, std::string_view type, const Metadata& metadata) {
   std::string packed;
+  packed.append(etag).push_back('\0');
+  packed.append(type).push_back('\0');
   for (const auto& [name, value] : metadata) {
     packed.append(name).push_back('\0');
     packed.append(value).push_back('\0');
@@ -179,18 +182,14 @@ std::string PackMetadata(const Metadata& metadata) {
   return packed;
 }
 
-Metadata UnpackMetadata(std::string_view packed) {
-  Metadata metadata;
-  while (!packed.empty()) {
-    size_t a = packed.find('\0');
-    if (a == std::string_view::npos) break;
-    size_t b = packed.find('\0', a + 1);
-    if (b == std::string_view::npos) break;
-    metadata.emplace_back(std::string(packed.substr(0, a)),
-                          std::string(packed.substr(a + 1, b - a - 1)));
-    packed.remove_prefix(b + 1);
+// The fields of PackAttributes() in order.
+std::vector<std::string> UnpackAttributes(std::string_view packed) {
+  std::vector<std::string> fields;
+  for (size_t end; (end = packed.find('\0')) != std::string_view::npos;) {
+    fields.emplace_back(packed.substr(0, end));
+    packed.remove_prefix(end + 1);
   }
-  return metadata;
+  return fields;
 }
 
 // The description of the open object file `fd`.
@@ -203,8 +202,14 @@ Result<ObjectInfo> Describe(int fd, const std::string& path) {
   info.modified = std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
-  if (auto etag = GetXattr(fd, kXattrEtag)) {
-    info.etag = std::move(*etag);
+  auto attributes = GetXattr(fd, kXattrObject);
+  std::vector<std::string> fields;
+  if (attributes) fields = UnpackAttributes(*attributes);
+  if (fields.size() >= 2) {
+    info.etag = std::move(fields[0]);
+    info.content_type = std::move(fields[1]);
+    for (size_t i = 2; i + 1 < fields.size(); i += 2)
+      info.metadata.emplace_back(std::move(fields[i]), std::move(fields[i + 1]));
   } else {
     // A file placed in the root by hand: an ETag from its size and modification time.
     char buf[64];
@@ -213,9 +218,8 @@ Result<ObjectInfo> Describe(int fd, const std::string& path) {
                       static_cast<unsigned long long>(st.st_mtim.tv_nsec),
                   static_cast<unsigned long long>(st.st_size));
     info.etag = buf;
+    info.content_type = "application/octet-stream";
   }
-  info.content_type = GetXattr(fd, kXattrType).value_or("application/octet-stream");
-  if (auto meta = GetXattr(fd, kXattrMeta)) info.metadata = UnpackMetadata(*meta);
   return info;
 }
 
@@ -227,8 +231,8 @@ class FileBody final : public BodyStream {
 
   boost::asio::awaitable<Result<std::string_view>> Next() override {
     if (range_.length == 0) co_return std::string_view();
-    auto chunk = std::make_shared<std::string>();
-    auto read = [fd = fd_, chunk, range = range_, path = path_]() -> Result<size_t> {
+    // The job shares the buffer: it stays valid even if this body is dropped mid-read.
+    auto read = [fd = fd_, chunk = chunk_, range = range_, path = path_]() -> Result<size_t> {
       chunk->resize(std::min<uint64_t>(kReadChunk, range.length));
       ssize_t n =
           ::pread(fd->get(), chunk->data(), chunk->size(), static_cast<off_t>(range.offset));
@@ -239,11 +243,9 @@ class FileBody final : public BodyStream {
     };
     auto n = co_await pool_.Run(std::move(read));
     if (!n) co_return Fail(n.error());
-    chunk_ = std::move(*chunk);
-    chunk_.resize(*n);
     range_.offset += *n;
     range_.length -= *n;
-    co_return std::string_view(chunk_);
+    co_return std::string_view(chunk_->data(), *n);
   }
 
  private:
@@ -251,7 +253,7 @@ class FileBody final : public BodyStream {
   ByteRange range_;
   BlockingPool& pool_;
   std::string path_;
-  std::string chunk_;
+  std::shared_ptr<std::string> chunk_ = std::make_shared<std::string>();
 };
 
 // A body already read whole (small objects: no second trip to the pool).
@@ -268,6 +270,65 @@ class BufferedBody final : public BodyStream {
   std::string data_;
   bool sent_ = false;
 };
+
+// Open objects recently read, so a hot GET needs no open/stat/xattr and no trip to the pool (as
+// nginx's open_file_cache). Writes through this backend drop their entry before they are
+// acknowledged, and an entry is only added if no write happened while it was being opened, so a
+// GET never sees an older version than the last acknowledged write. Changes made to the files
+// behind mikcar's back are seen within kFresh.
+class OpenObjectCache {
+ public:
+  struct Entry {
+    std::shared_ptr<Fd> fd;
+    ObjectInfo info;
+    std::chrono::steady_clock::time_point opened;
+  };
+  static constexpr auto kFresh = std::chrono::seconds(1);
+  static constexpr size_t kMaxEntries = 1024;
+
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
+  std::optional<Entry> Find(const std::string& path) {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(path);
+    if (it == entries_.end()) return std::nullopt;
+    if (std::chrono::steady_clock::now() - it->second.opened > kFresh) {
+      entries_.erase(it);
+      return std::nullopt;
+    }
+    return it->second;
+  }
+  void Insert(const std::string& path, Entry entry, uint64_t generation_seen) {
+    std::lock_guard lock(mu_);
+    if (generation_.load(std::memory_order_acquire) != generation_seen) return;
+    if (entries_.size() >= kMaxEntries) entries_.erase(entries_.begin());
+    entries_[path] = std::move(entry);
+  }
+  void Invalidate(const std::string& path) {
+    std::lock_guard lock(mu_);
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+    entries_.erase(path);
+  }
+
+ private:
+  std::mutex mu_;
+  std::atomic<uint64_t> generation_{0};
+  std::unordered_map<std::string, Entry> entries_;
+};
+
+// Reads [offset, offset + length) of `fd` without blocking: only from the page cache
+// (RWF_NOWAIT). nullopt when any of it would need the disk.
+std::optional<std::string> ReadCached(int fd, ByteRange part) {
+  std::string data(part.length, '\0');
+  size_t done = 0;
+  while (done < data.size()) {
+    iovec iov{data.data() + done, data.size() - done};
+    ssize_t n = ::preadv2(fd, &iov, 1, static_cast<off_t>(part.offset + done), RWF_NOWAIT);
+    if (n <= 0) return std::nullopt;
+    done += static_cast<size_t>(n);
+  }
+  return data;
+}
 
 class FileStorageBackend final : public StorageBackend {
  public:
@@ -317,8 +378,7 @@ class FileStorageBackend final : public StorageBackend {
       co_await pool_.Run(std::move(discard));
       co_return Fail(std::move(*failure));
     }
-    auto finish = [this, upload, path,
-                   options = std::move(options)]() -> Result<ObjectInfo> {
+    auto finish = [this, upload, path, options = std::move(options)]() -> Result<ObjectInfo> {
       auto digest = upload->md5.Final();
       if (auto ok = CheckDigest(options, digest); !ok) return Fail(ok.error());
       auto info = upload->Seal(path, EtagOf(digest), options.content_type, options.metadata);
@@ -339,11 +399,36 @@ class FileStorageBackend final : public StorageBackend {
   }
 
   Task<Object> Get(std::string path, std::optional<RangeSpec> range) override {
-    auto open = [this, path, range]() -> Result<Object> {
-      auto fd = OpenObject(path);
-      if (!fd) return Fail(fd.error());
+    // Hot path, on the I/O thread: a cached open object whose bytes are in the page cache.
+    const uint64_t generation = cache_.generation();
+    if (auto hit = cache_.Find(path)) {
+      Object object;
+      object.info = std::move(hit->info);
+      ByteRange part{0, object.info.size};
+      if (range) {
+        object.range = ResolveRange(*range, object.info.size);
+        if (!object.range) {
+          object.unsatisfiable = true;
+          co_return object;
+        }
+        part = *object.range;
+      }
+      if (part.length <= kReadChunk) {
+        if (auto data = ReadCached(hit->fd->get(), part)) {
+          object.body = std::make_shared<BufferedBody>(std::move(*data));
+          co_return object;
+        }
+      }
+      object.body = std::make_shared<FileBody>(hit->fd, part, pool_, path);
+      co_return object;
+    }
+    auto open = [this, path, range, generation]() -> Result<Object> {
+      auto opened = OpenObject(path);
+      if (!opened) return Fail(opened.error());
+      auto fd = std::make_shared<Fd>(std::move(*opened));
       auto info = Describe(fd->get(), path);
       if (!info) return Fail(info.error());
+      cache_.Insert(path, {fd, *info, std::chrono::steady_clock::now()}, generation);
       Object object;
       object.info = std::move(*info);
       ByteRange part{0, object.info.size};
@@ -368,8 +453,7 @@ class FileStorageBackend final : public StorageBackend {
         }
         object.body = std::make_shared<BufferedBody>(std::move(data));
       } else {
-        object.body =
-            std::make_shared<FileBody>(std::make_shared<Fd>(std::move(*fd)), part, pool_, path);
+        object.body = std::make_shared<FileBody>(fd, part, pool_, path);
       }
       return object;
     };
@@ -377,6 +461,7 @@ class FileStorageBackend final : public StorageBackend {
   }
 
   Task<ObjectInfo> Head(std::string path) override {
+    if (auto hit = cache_.Find(path)) co_return std::move(hit->info);
     auto head = [this, path]() -> Result<ObjectInfo> {
       auto fd = OpenObject(path);
       if (!fd) return Fail(fd.error());
@@ -490,11 +575,8 @@ class FileStorageBackend final : public StorageBackend {
     // Metadata and fsync: the file is complete and durable, ready to be renamed into place.
     Result<ObjectInfo> Seal(const std::string& path, const std::string& etag,
                             const std::string& type, const Metadata& metadata) {
-      std::string packed = PackMetadata(metadata);
-      if (::fsetxattr(fd.get(), kXattrEtag, etag.data(), etag.size(), 0) != 0 ||
-          ::fsetxattr(fd.get(), kXattrType, type.data(), type.size(), 0) != 0 ||
-          (!packed.empty() &&
-           ::fsetxattr(fd.get(), kXattrMeta, packed.data(), packed.size(), 0) != 0)) {
+      std::string packed = PackAttributes(etag, type, metadata);
+      if (::fsetxattr(fd.get(), kXattrObject, packed.data(), packed.size(), 0) != 0) {
         return Fail(SystemError("set metadata (xattr) of", path, errno));
       }
       if (::fsync(fd.get()) != 0) return Fail(SystemError("fsync", path, errno));
@@ -688,6 +770,7 @@ class FileStorageBackend final : public StorageBackend {
     }
     if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) != 0)
       return Fail(SystemError("rename into place", path, errno));
+    cache_.Invalidate(path);
     if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
     return {};
   }
@@ -723,6 +806,7 @@ class FileStorageBackend final : public StorageBackend {
         if (::fsync(dir->get()) != 0) return Fail(SystemError("fsync", path, errno));
       }
     }
+    cache_.Invalidate(path);
     Prune(segments);
     return {};
   }
@@ -825,6 +909,7 @@ class FileStorageBackend final : public StorageBackend {
   Fd tmp_;
   std::string root_path_;
   BlockingPool pool_{8, 4096};
+  OpenObjectCache cache_;
   std::shared_mutex tree_mu_;  // shared: writes and reads; exclusive: directory conversion/prune
   std::array<std::mutex, 64> key_mu_;
 };
@@ -864,7 +949,7 @@ Result<std::unique_ptr<StorageBackend>> OpenFileStorageBackend(const Uri& uri) {
   // first upload.
   static constexpr char kProbe[] = ".xattr-probe";
   Fd probe(::openat(tmp.get(), kProbe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  bool xattrs = probe && ::fsetxattr(probe.get(), kXattrEtag, "x", 1, 0) == 0;
+  bool xattrs = probe && ::fsetxattr(probe.get(), kXattrObject, "x", 1, 0) == 0;
   int err = errno;
   ::unlinkat(tmp.get(), kProbe, 0);
   if (!xattrs) {
