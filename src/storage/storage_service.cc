@@ -105,7 +105,7 @@ class StorageSidecar final : public Sidecar {
         put,
         {"GET", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional},
         {"HEAD", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional},
-        {"DELETE", "/object/{*path}", bind(&StorageSidecar::Delete)},
+        {"DELETE", "/object/{*path}", bind(&StorageSidecar::Delete), Access::kOptional},
         {"GET", "/list", bind(&StorageSidecar::List)},
         {"GET", "/list/{*prefix}", bind(&StorageSidecar::List)},
         {"POST", "/copy", bind(&StorageSidecar::Copy)},
@@ -115,7 +115,8 @@ class StorageSidecar final : public Sidecar {
   }
 
  private:
-  // Object routes answer a valid bearer token or a valid presigned URL for this object.
+  // Object routes answer a valid bearer token or a valid presigned URL for this object and
+  // method.
   Result<void> Authorize(const Request& request, std::string_view path) const {
     if (request.authenticated) return {};
     if (storage::UrlSigner::IsSigned(request)) return signer_.Verify(request, path);
@@ -158,6 +159,14 @@ class StorageSidecar final : public Sidecar {
       options.md5 = std::move(*raw);
     }
     options.max_size = options_.max_object_size;
+    // A conditional PUT that will fail is refused before its body is read; the backend checks
+    // again, atomically with the write.
+    if (options.if_match || options.if_none_match) {
+      auto current = co_await backend_->Head(*path);
+      if (!current && current.error().code != ErrorCode::kNotFound) co_return Fail(current.error());
+      if (auto ok = storage::CheckPutConditions(options, current ? &*current : nullptr); !ok)
+        co_return Fail(ok.error());
+    }
     auto info = co_await backend_->Put(*path, std::move(options), *request.body_stream);
     if (!info) co_return Fail(info.error());
     Response response =
@@ -211,6 +220,8 @@ class StorageSidecar final : public Sidecar {
   asio::awaitable<Result<Response>> Delete(Request& request) {
     auto path = PathParam(request);
     if (!path) co_return Fail(path.error());
+    // Presigned URLs are only for GET and PUT: one used here is refused as such (403).
+    if (auto ok = Authorize(request, *path); !ok) co_return Fail(ok.error());
     if (auto ok = co_await backend_->Delete(*path); !ok) co_return Fail(ok.error());
     co_return Response::Json("{\"path\":" + JsonQuote(*path) + ",\"status\":\"deleted\"}");
   }
