@@ -5,8 +5,10 @@ set -euo pipefail
 what=${1:-build}
 build=(g++ cmake ninja-build ccache pkg-config git
        libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-       libspdlog-dev libcli11-dev libexpected-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev)
-test=(libgtest-dev libgmock-dev python3-pytest python3-requests redis-server redis-tools openssl)
+       libspdlog-dev libcli11-dev libexpected-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev
+       libsqlite3-dev libpq-dev)
+test=(libgtest-dev libgmock-dev python3-pytest python3-requests redis-server redis-tools openssl
+      postgresql postgresql-client)
 bench=(wrk nginx-light redis-server redis-tools webdis)
 pkgs=("${build[@]}")
 case "$what" in

@@ -36,6 +36,11 @@ enum class ErrorCode {
   kNotAnInteger,  // 409 NOT_AN_INTEGER (kv increment)
   kOverflow,      // 409 OVERFLOW (kv increment)
   kBadDigest,     // 400 BAD_DIGEST (storage Content-MD5 mismatch)
+  // SQL errors reported by the database (wire code SQL_ERROR, status by class).
+  kSqlError,        // 400 SQL_ERROR: syntax, types, parameters
+  kSqlConflict,     // 409 SQL_ERROR: constraint violation, serialization failure
+  kSqlUnavailable,  // 503 SQL_ERROR: database unreachable or shutting down
+  kSqlTimeout,      // 504 SQL_ERROR: statement timeout
 };
 
 // The wire name of a code, e.g. "NOT_FOUND".

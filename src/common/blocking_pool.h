@@ -41,6 +41,13 @@ class BlockingPool {
     co_return co_await Suspend<typename R::value_type>(std::move(start));
   }
 
+  // Runs `fn` on a pool thread without waiting for it (cleanup work such as a rollback). Not
+  // bounded: use only for work that frees resources.
+  template <typename Fn>
+  void Detach(Fn fn) {
+    boost::asio::post(pool_, std::move(fn));
+  }
+
   void Stop() { pool_.join(); }
 
  private:

@@ -44,6 +44,11 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "OVERFLOW";
     case ErrorCode::kBadDigest:
       return "BAD_DIGEST";
+    case ErrorCode::kSqlError:
+    case ErrorCode::kSqlConflict:
+    case ErrorCode::kSqlUnavailable:
+    case ErrorCode::kSqlTimeout:
+      return "SQL_ERROR";
   }
   return "INTERNAL_ERROR";
 }

@@ -48,6 +48,14 @@ int HttpStatus(ErrorCode code) {
       return 409;
     case ErrorCode::kBadDigest:
       return 400;
+    case ErrorCode::kSqlError:
+      return 400;
+    case ErrorCode::kSqlConflict:
+      return 409;
+    case ErrorCode::kSqlUnavailable:
+      return 503;
+    case ErrorCode::kSqlTimeout:
+      return 504;
   }
   return 500;
 }

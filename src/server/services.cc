@@ -5,6 +5,9 @@
 #ifdef MIKCAR_WITH_KV
 #include "mikcar/kv/kv.h"
 #endif
+#ifdef MIKCAR_WITH_SQL
+#include "mikcar/sql/sql.h"
+#endif
 #ifdef MIKCAR_WITH_STORAGE
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -107,6 +110,21 @@ ServiceSpec Storage() {
   return spec;
 }
 
+ServiceSpec Sql() {
+  ServiceSpec spec = Pending("sql", "DATABASE_URL", "MIKCAR_WITH_SQL");
+#ifdef MIKCAR_WITH_SQL
+  spec.compiled_in = true;
+  spec.default_url = [](const std::string& data_dir) {
+    return "sqlite://" + data_dir + "/db.sqlite3";
+  };
+  spec.create = [](const std::string& url, const ServiceSettings&) {
+    return SqlService::FromUrl(url);
+  };
+  spec.backends = [] { return Describe(SqlService::Registry()); };
+#endif
+  return spec;
+}
+
 }  // namespace
 
 const std::vector<ServiceSpec>& Services() {
@@ -114,7 +132,7 @@ const std::vector<ServiceSpec>& Services() {
     std::vector<ServiceSpec> list;
     list.push_back(Storage());
     list.push_back(Kv());
-    list.push_back(Pending("sql", "DATABASE_URL", "MIKCAR_WITH_SQL"));
+    list.push_back(Sql());
     list.push_back(Pending("queue", "QUEUE_URL", "MIKCAR_WITH_QUEUE"));
     list.push_back(Pending("secrets", "SECRETS_URL", "MIKCAR_WITH_SECRETS"));
     list.push_back(Pending("email", "EMAIL_URL", "MIKCAR_WITH_EMAIL"));

@@ -1,0 +1,604 @@
+#include "sql/postgres/postgres_sql_backend.h"
+
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <charconv>
+#include <cmath>
+#include <deque>
+#include <mutex>
+
+#include "common/async.h"
+#include "common/json.h"
+#include "common/units.h"
+#include "sql/postgres/pg_values.h"
+
+namespace mikcar::sql {
+namespace {
+
+namespace asio = boost::asio;
+using Clock = std::chrono::steady_clock;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// Parameter types sent with a statement; 0 leaves the type to the server (text and null).
+constexpr Oid kOidBool = 16, kOidInt8 = 20, kOidFloat8 = 701, kOidJson = 114;
+
+Error Unavailable(std::string message) {
+  return Error{ErrorCode::kSqlUnavailable, "PostgreSQL unreachable: " + std::move(message), {}};
+}
+
+// libpq's message on one line: trailing newline dropped, inner newlines and tabs as spaces.
+std::string Trimmed(const char* message) {
+  std::string out;
+  for (const char* p = message ? message : ""; *p; ++p) {
+    if (*p == '\n' || *p == '\t') {
+      if (!out.empty() && out.back() != ' ') out += ' ';
+    } else {
+      out += *p;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+// A database error with its SQLSTATE; the status follows the SQLSTATE class.
+Error ResultError(const PGresult* res) {
+  std::string state = Trimmed(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+  std::string message = Trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+  if (message.empty()) message = Trimmed(PQresultErrorMessage(res));
+  if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL))
+    message += " (" + Trimmed(detail) + ")";
+  ErrorCode code = ErrorCode::kSqlError;
+  if (state.starts_with("23") || state == "40001" || state == "40P01") {
+    code = ErrorCode::kSqlConflict;
+  } else if (state == "57014") {
+    code = ErrorCode::kSqlTimeout;
+  } else if ((state.starts_with("08") && state != "08P01") || state.starts_with("53") ||
+             state.starts_with("57P")) {
+    code = ErrorCode::kSqlUnavailable;
+  }
+  Error error{code, std::move(message), {}};
+  if (!state.empty()) error.fields.emplace_back("sqlstate", JsonQuote(state));
+  return error;
+}
+
+struct PgConnection {
+  PGconn* conn = nullptr;
+  std::chrono::milliseconds statement_timeout{0};  // the value last SET on the session
+  bool broken = false;
+  ~PgConnection() { PQfinish(conn); }
+
+  // True while the socket is open and silent: an idle connection has nothing to read, so EOF or
+  // any byte (a FATAL from a shutting-down server) means it is gone.
+  bool Alive() const {
+    if (broken || PQstatus(conn) != CONNECTION_OK) return false;
+    char byte;
+    ssize_t n = ::recv(PQsocket(conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+};
+
+// Waits until the connection's socket is readable or writable, or the deadline. The descriptor
+// is registered with this coroutine's own io_context and released (never closed) afterwards.
+asio::awaitable<Result<void>> WaitSocket(int fd, asio::posix::descriptor_base::wait_type type,
+                                         Clock::time_point deadline) {
+  auto ex = co_await asio::this_coro::executor;
+  asio::posix::stream_descriptor socket(ex, fd);
+  auto expired = std::make_shared<bool>(false);
+  auto active = std::make_shared<bool>(true);
+  asio::steady_timer timer(ex, deadline);
+  timer.async_wait([expired, active, &socket](boost::system::error_code ec) {
+    if (ec || !*active) return;
+    *expired = true;
+    socket.cancel();
+  });
+  auto [ec] = co_await socket.async_wait(type, kTuple);
+  *active = false;
+  timer.cancel();
+  socket.release();
+  if (*expired)
+    co_return Fail(ErrorCode::kSqlTimeout, "PostgreSQL did not answer before the request deadline");
+  if (ec) co_return Fail(Unavailable(ec.message()));
+  co_return Result<void>{};
+}
+
+// Sends one statement and collects its result. Connection failures mark `c` broken.
+asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
+                                        Clock::time_point deadline) {
+  const size_t n = statement.params.size();
+  std::vector<Oid> types(n, 0);
+  std::vector<std::string> storage(n);
+  std::vector<const char*> values(n, nullptr);
+  for (size_t i = 0; i < n; ++i) {
+    const Param& p = statement.params[i];
+    switch (p.kind) {
+      case Param::Kind::kNull:
+        continue;
+      case Param::Kind::kBool:
+        types[i] = kOidBool;
+        storage[i] = p.boolean ? "true" : "false";
+        break;
+      case Param::Kind::kInt:
+        types[i] = kOidInt8;
+        storage[i] = std::to_string(p.integer);
+        break;
+      case Param::Kind::kFloat: {
+        types[i] = kOidFloat8;
+        char buf[32];
+        auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, p.real);
+        storage[i] = std::isnan(p.real)   ? "NaN"
+                     : std::isinf(p.real) ? (p.real > 0 ? "Infinity" : "-Infinity")
+                                          : std::string(buf, ptr);
+        break;
+      }
+      case Param::Kind::kText:
+        storage[i] = p.text;
+        break;
+      case Param::Kind::kJson:
+        types[i] = kOidJson;
+        storage[i] = p.text;
+        break;
+    }
+    values[i] = storage[i].c_str();
+  }
+  if (!PQsendQueryParams(c.conn, statement.sql.c_str(), static_cast<int>(n), types.data(),
+                         values.data(), nullptr, nullptr, 0)) {
+    c.broken = PQstatus(c.conn) != CONNECTION_OK;
+    std::string why = Trimmed(PQerrorMessage(c.conn));
+    co_return Fail(c.broken ? Unavailable(why) : Error{ErrorCode::kSqlError, why, {}});
+  }
+  const int fd = PQsocket(c.conn);
+  for (;;) {
+    int flushed = PQflush(c.conn);
+    if (flushed == 0) break;
+    if (flushed < 0) {
+      c.broken = true;
+      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c.conn))));
+    }
+    auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_write, deadline);
+    if (!ready) {
+      c.broken = true;
+      co_return Fail(ready.error());
+    }
+  }
+  ResultSet result;
+  std::optional<Error> failure;
+  for (;;) {
+    while (PQisBusy(c.conn)) {
+      auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_read, deadline);
+      if (!ready) {
+        c.broken = true;  // a statement still runs on it: never reuse it
+        co_return Fail(ready.error());
+      }
+      if (!PQconsumeInput(c.conn)) {
+        c.broken = true;
+        co_return Fail(Unavailable(Trimmed(PQerrorMessage(c.conn))));
+      }
+    }
+    PGresult* res = PQgetResult(c.conn);
+    if (!res) break;
+    std::unique_ptr<PGresult, decltype(&PQclear)> owned(res, &PQclear);
+    switch (PQresultStatus(res)) {
+      case PGRES_TUPLES_OK: {
+        const int columns = PQnfields(res);
+        const int rows = PQntuples(res);
+        result.columns.clear();
+        for (int col = 0; col < columns; ++col)
+          result.columns.push_back({PQfname(res, col), PgTypeName(PQftype(res, col))});
+        result.rows.reserve(static_cast<size_t>(rows));
+        for (int r = 0; r < rows; ++r) {
+          std::vector<std::string> row;
+          row.reserve(static_cast<size_t>(columns));
+          for (int col = 0; col < columns; ++col) {
+            if (PQgetisnull(res, r, col)) {
+              row.emplace_back("null");
+            } else {
+              row.push_back(
+                  PgCell(PQftype(res, col),
+                         std::string_view(PQgetvalue(res, r, col),
+                                          static_cast<size_t>(PQgetlength(res, r, col)))));
+            }
+          }
+          result.rows.push_back(std::move(row));
+        }
+        result.rows_affected = static_cast<uint64_t>(rows);
+        break;
+      }
+      case PGRES_COMMAND_OK: {
+        const char* tuples = PQcmdTuples(res);
+        uint64_t affected = 0;
+        std::from_chars(tuples, tuples + std::strlen(tuples), affected);
+        result.rows_affected = affected;
+        break;
+      }
+      case PGRES_EMPTY_QUERY:
+        break;
+      case PGRES_FATAL_ERROR:
+        if (!failure) failure = ResultError(res);
+        break;
+      default:
+        if (!failure) {
+          failure = Error{ErrorCode::kSqlError,
+                          std::string("unsupported result: ") + PQresStatus(PQresultStatus(res)) +
+                              " (COPY and replication are not available over /sql)",
+                          {}};
+        }
+        break;
+    }
+  }
+  if (PQstatus(c.conn) != CONNECTION_OK) c.broken = true;
+  if (failure) co_return Fail(std::move(*failure));
+  co_return result;
+}
+
+// The connection settings: the URL's, with the session settings the value conversions need.
+struct ConnectParams {
+  std::vector<std::string> keywords;
+  std::vector<std::string> values;
+};
+
+class PgPool;
+
+class PgTransaction final : public Transaction {
+ public:
+  PgTransaction(std::shared_ptr<PgPool> pool, std::unique_ptr<PgConnection> conn,
+                Clock::time_point deadline, asio::any_io_executor ex)
+      : pool_(std::move(pool)), conn_(std::move(conn)), deadline_(deadline), ex_(std::move(ex)) {}
+  ~PgTransaction() override;
+  Task<ResultSet> Run(Statement statement) override;
+  Task<void> Commit() override { co_return co_await Finish("COMMIT"); }
+  Task<void> Rollback() override { co_return co_await Finish("ROLLBACK"); }
+
+ private:
+  Task<void> Finish(const char* sql);
+
+  std::shared_ptr<PgPool> pool_;
+  std::unique_ptr<PgConnection> conn_;
+  Clock::time_point deadline_;
+  asio::any_io_executor ex_;
+};
+
+// At most `max` connections; requests beyond it wait (until their deadline) for one to return.
+class PgPool : public std::enable_shared_from_this<PgPool> {
+ public:
+  PgPool(ConnectParams params, size_t max, size_t min, std::chrono::milliseconds timeout)
+      : params_(std::move(params)), max_(max), min_(min), default_timeout_(timeout) {}
+
+  size_t min() const { return min_; }
+  std::chrono::milliseconds default_timeout() const { return default_timeout_; }
+
+  asio::awaitable<Result<std::unique_ptr<PgConnection>>> Acquire(Clock::time_point deadline) {
+    for (int attempt = 0; attempt < 64; ++attempt) {
+      std::unique_ptr<PgConnection> conn;
+      bool create = false;
+      {
+        std::lock_guard lock(mu_);
+        if (closed_) co_return Fail(Unavailable("the pool is closed"));
+        if (!idle_.empty()) {
+          conn = std::move(idle_.back());
+          idle_.pop_back();
+        } else if (total_ < max_) {
+          ++total_;
+          create = true;
+        }
+      }
+      if (conn) {
+        if (conn->Alive()) co_return conn;
+        Drop();  // closed by the server (restart, idle timeout): try the next one
+        continue;
+      }
+      if (create) {
+        auto made = co_await Connect(deadline);
+        if (!made) Drop();
+        co_return made;
+      }
+      auto waited = co_await Wait(deadline);
+      if (!waited) co_return Fail(waited.error());
+      if (*waited) co_return std::move(*waited);
+      // nullptr: a connection was dropped, so there is room to connect: go round again.
+    }
+    co_return Fail(Unavailable("no usable connection"));
+  }
+
+  // Returns a connection after use; broken ones are closed.
+  void Release(std::unique_ptr<PgConnection> conn) {
+    if (!conn || conn->broken || PQtransactionStatus(conn->conn) != PQTRANS_IDLE) {
+      conn.reset();
+      Drop();
+      return;
+    }
+    std::unique_lock lock(mu_);
+    while (!waiters_.empty()) {
+      auto waiter = std::move(waiters_.front());
+      waiters_.pop_front();
+      if (waiter->claimed.exchange(true)) continue;  // timed out already
+      lock.unlock();
+      waiter->done->Complete(std::move(conn));
+      return;
+    }
+    idle_.push_back(std::move(conn));
+  }
+
+  void Close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    idle_.clear();
+  }
+
+ private:
+  struct Waiter {
+    std::shared_ptr<Completion<std::unique_ptr<PgConnection>>> done;
+    std::atomic<bool> claimed{false};
+  };
+
+  // One connection fewer: a waiter may now connect a new one.
+  void Drop() {
+    std::unique_lock lock(mu_);
+    --total_;
+    while (!waiters_.empty()) {
+      auto waiter = std::move(waiters_.front());
+      waiters_.pop_front();
+      if (waiter->claimed.exchange(true)) continue;
+      lock.unlock();
+      waiter->done->Complete(std::unique_ptr<PgConnection>());
+      return;
+    }
+  }
+
+  asio::awaitable<Result<std::unique_ptr<PgConnection>>> Wait(Clock::time_point deadline) {
+    auto ex = co_await asio::this_coro::executor;
+    auto waiter = std::make_shared<Waiter>();
+    auto self = shared_from_this();
+    auto start = [self, waiter, deadline, ex](auto done) {
+      waiter->done = std::move(done);
+      {
+        std::unique_lock lock(self->mu_);
+        if (!self->idle_.empty() || self->total_ < self->max_) {
+          lock.unlock();
+          waiter->claimed = true;
+          waiter->done->Complete(std::unique_ptr<PgConnection>());  // retry at once
+          return;
+        }
+        self->waiters_.push_back(waiter);
+      }
+      auto timer = std::make_shared<asio::steady_timer>(ex, deadline);
+      timer->async_wait([waiter, timer, max = self->max_](boost::system::error_code ec) {
+        if (ec || waiter->claimed.exchange(true)) return;
+        waiter->done->Complete(Fail(ErrorCode::kSqlUnavailable,
+                                    "no free PostgreSQL connection before the request deadline "
+                                    "(all " +
+                                        std::to_string(max) + " in use; see pool_max)"));
+      });
+    };
+    co_return co_await Suspend<std::unique_ptr<PgConnection>>(std::move(start));
+  }
+
+  asio::awaitable<Result<std::unique_ptr<PgConnection>>> Connect(Clock::time_point deadline) {
+    std::vector<const char*> keys, vals;
+    for (size_t i = 0; i < params_.keywords.size(); ++i) {
+      keys.push_back(params_.keywords[i].c_str());
+      vals.push_back(params_.values[i].c_str());
+    }
+    keys.push_back(nullptr);
+    vals.push_back(nullptr);
+    auto c = std::make_unique<PgConnection>();
+    c->conn = PQconnectStartParams(keys.data(), vals.data(), 0);
+    if (!c->conn) co_return Fail(Unavailable("out of memory"));
+    if (PQstatus(c->conn) == CONNECTION_BAD)
+      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+    for (;;) {
+      PostgresPollingStatusType poll = PQconnectPoll(c->conn);
+      if (poll == PGRES_POLLING_OK) break;
+      if (poll == PGRES_POLLING_FAILED)
+        co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+      auto type = poll == PGRES_POLLING_READING ? asio::posix::descriptor_base::wait_read
+                                                : asio::posix::descriptor_base::wait_write;
+      auto ready = co_await WaitSocket(PQsocket(c->conn), type, deadline);
+      if (!ready) co_return Fail(Unavailable("connecting: " + ready.error().message));
+    }
+    if (PQsetnonblocking(c->conn, 1) != 0)
+      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+    c->statement_timeout = default_timeout_;
+    co_return c;
+  }
+
+  ConnectParams params_;
+  const size_t max_;
+  const size_t min_;
+  const std::chrono::milliseconds default_timeout_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<PgConnection>> idle_;
+  std::deque<std::shared_ptr<Waiter>> waiters_;
+  size_t total_ = 0;
+  bool closed_ = false;
+};
+
+// The session's statement_timeout for this request. Rounded up to whole seconds above one
+// second, so the common case (the default, minus the time already spent) needs no extra SET.
+std::chrono::milliseconds SessionTimeout(std::chrono::milliseconds wanted) {
+  if (wanted <= std::chrono::seconds(1)) return std::max(wanted, std::chrono::milliseconds(1));
+  return std::chrono::ceil<std::chrono::seconds>(wanted);
+}
+
+asio::awaitable<Result<ResultSet>> ExecWithin(PgConnection& c, const Statement& statement,
+                                              const Limits& limits) {
+  auto wanted = SessionTimeout(limits.statement_timeout);
+  if (wanted != c.statement_timeout) {
+    Statement set{"SET statement_timeout = " + std::to_string(wanted.count()), {}};
+    auto done = co_await Exec(c, set, limits.deadline);
+    if (!done) co_return Fail(done.error());
+    c.statement_timeout = wanted;
+  }
+  co_return co_await Exec(c, statement, limits.deadline);
+}
+
+PgTransaction::~PgTransaction() {
+  if (!conn_) return;
+  // Neither committed nor rolled back: roll back, then return the connection.
+  auto rollback = [](std::shared_ptr<PgPool> pool, std::unique_ptr<PgConnection> conn,
+                     Clock::time_point deadline) -> asio::awaitable<void> {
+    Statement statement{"ROLLBACK", {}};
+    if (!co_await Exec(*conn, statement, deadline)) conn->broken = true;
+    pool->Release(std::move(conn));
+  };
+  asio::co_spawn(ex_, rollback(pool_, std::move(conn_), Clock::now() + std::chrono::seconds(5)),
+                 asio::detached);
+}
+
+Task<ResultSet> PgTransaction::Run(Statement statement) {
+  if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
+  co_return co_await Exec(*conn_, statement, deadline_);
+}
+
+Task<void> PgTransaction::Finish(const char* sql) {
+  if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
+  Statement statement{sql, {}};
+  auto done = co_await Exec(*conn_, statement, deadline_);
+  pool_->Release(std::move(conn_));
+  if (!done) co_return Fail(done.error());
+  co_return Result<void>{};
+}
+
+class PostgresSqlBackend final : public SqlBackend {
+ public:
+  explicit PostgresSqlBackend(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {}
+
+  std::string name() const override { return "postgres"; }
+
+  Task<ResultSet> Run(Statement statement, Limits limits) override {
+    auto conn = co_await pool_->Acquire(limits.deadline);
+    if (!conn) co_return Fail(conn.error());
+    auto result = co_await ExecWithin(**conn, statement, limits);
+    pool_->Release(std::move(*conn));
+    co_return result;
+  }
+
+  Task<std::unique_ptr<Transaction>> Begin(Limits limits) override {
+    auto conn = co_await pool_->Acquire(limits.deadline);
+    if (!conn) co_return Fail(conn.error());
+    Statement begin{"BEGIN", {}};
+    auto begun = co_await ExecWithin(**conn, begin, limits);
+    if (!begun) {
+      pool_->Release(std::move(*conn));
+      co_return Fail(begun.error());
+    }
+    auto ex = co_await asio::this_coro::executor;
+    co_return std::unique_ptr<Transaction>(
+        std::make_unique<PgTransaction>(pool_, std::move(*conn), limits.deadline, ex));
+  }
+
+  Task<void> Ready() override {
+    Limits limits;
+    limits.deadline = Clock::now() + std::chrono::seconds(3);
+    limits.statement_timeout = std::chrono::seconds(3);
+    // Open pool_min connections (at least the one the check needs) and check each.
+    std::vector<std::unique_ptr<PgConnection>> held;
+    for (size_t i = 0; i < std::max<size_t>(1, pool_->min()); ++i) {
+      auto conn = co_await pool_->Acquire(limits.deadline);
+      if (!conn) {
+        for (auto& c : held) pool_->Release(std::move(c));
+        co_return Fail(conn.error());
+      }
+      held.push_back(std::move(*conn));
+    }
+    Statement ping{"SELECT 1", {}};
+    auto result = co_await Exec(*held.front(), ping, limits.deadline);
+    for (auto& c : held) pool_->Release(std::move(c));
+    if (!result) co_return Fail(result.error());
+    co_return Result<void>{};
+  }
+
+  void Close() override { pool_->Close(); }
+
+ private:
+  std::shared_ptr<PgPool> pool_;
+};
+
+Result<size_t> SizeParam(const Uri& uri, std::string_view name, size_t fallback) {
+  auto raw = uri.query_param(name);
+  if (!raw) return fallback;
+  size_t value = 0;
+  auto [ptr, ec] = std::from_chars(raw->data(), raw->data() + raw->size(), value);
+  if (raw->empty() || ec != std::errc() || ptr != raw->data() + raw->size() || value > 10000) {
+    return Fail(ErrorCode::kBadRequest,
+                std::string(name) + ": expected a number 0-10000; got '" + *raw + "'");
+  }
+  return value;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
+  auto pool_max = SizeParam(uri, "pool_max", 16);
+  if (!pool_max) return Fail(pool_max.error());
+  if (*pool_max == 0) return Fail(ErrorCode::kBadRequest, "pool_max: expected at least 1");
+  auto pool_min = SizeParam(uri, "pool_min", 0);
+  if (!pool_min) return Fail(pool_min.error());
+  if (*pool_min > *pool_max)
+    return Fail(ErrorCode::kBadRequest, "pool_min: expected at most pool_max");
+  std::chrono::milliseconds timeout{30'000};
+  if (auto raw = uri.query_param("statement_timeout")) {
+    auto parsed = ParseDuration(*raw);
+    if (!parsed || parsed->count() <= 0) {
+      return Fail(
+          ErrorCode::kBadRequest,
+          "statement_timeout: expected a positive duration such as 30s; got '" + *raw + "'");
+    }
+    timeout = *parsed;
+  }
+  ConnectParams params;
+  auto add = [&](std::string key, std::string value) {
+    params.keywords.push_back(std::move(key));
+    params.values.push_back(std::move(value));
+  };
+  if (!uri.host.empty()) add("host", uri.host);
+  if (uri.port) add("port", std::to_string(*uri.port));
+  if (!uri.user.empty()) add("user", uri.user);
+  if (!uri.password.empty()) add("password", uri.password);
+  if (uri.path.size() > 1) add("dbname", uri.path.substr(1));
+  bool connect_timeout = false;
+  for (const auto& [key, value] : uri.query) {
+    if (key == "pool_max" || key == "pool_min" || key == "statement_timeout") continue;
+    if (key == "options") {
+      return Fail(ErrorCode::kBadRequest,
+                  "options: not supported (mikcar sets the session options it needs)");
+    }
+    connect_timeout = connect_timeout || key == "connect_timeout";
+    add(key, value);
+  }
+  if (!connect_timeout) add("connect_timeout", "5");
+  add("client_encoding", "UTF8");
+  add("options",
+      "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres "
+      "-c extra_float_digits=3 -c statement_timeout=" +
+          std::to_string(SessionTimeout(timeout).count()));
+  // Validate the keywords now (libpq rejects unknown ones only when connecting).
+  std::vector<const char*> keys;
+  for (const auto& k : params.keywords) keys.push_back(k.c_str());
+  for (const auto& k : params.keywords) {
+    bool known = false;
+    PQconninfoOption* defaults = PQconndefaults();
+    for (PQconninfoOption* o = defaults; o && o->keyword; ++o) known = known || k == o->keyword;
+    PQconninfoFree(defaults);
+    if (!known) {
+      return Fail(ErrorCode::kBadRequest, "unknown connection parameter '" + k +
+                                              "'; expected libpq parameters (sslmode, "
+                                              "connect_timeout, …) or pool_max, pool_min, "
+                                              "statement_timeout");
+    }
+  }
+  auto pool =
+      std::make_shared<PgPool>(std::move(params), *pool_max, *pool_min, SessionTimeout(timeout));
+  return std::unique_ptr<SqlBackend>(std::make_unique<PostgresSqlBackend>(std::move(pool)));
+}
+
+}  // namespace mikcar::sql

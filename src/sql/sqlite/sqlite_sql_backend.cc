@@ -1,0 +1,447 @@
+#include "sql/sqlite/sqlite_sql_backend.h"
+
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include <charconv>
+#include <condition_variable>
+#include <mutex>
+
+#include "common/blocking_pool.h"
+#include "common/json.h"
+#include "sql/cells.h"
+
+namespace mikcar::sql {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The name of an (extended) result code, e.g. "SQLITE_CONSTRAINT_UNIQUE".
+std::string CodeName(int code) {
+  switch (code) {
+    case SQLITE_ERROR:
+      return "SQLITE_ERROR";
+    case SQLITE_BUSY:
+      return "SQLITE_BUSY";
+    case SQLITE_BUSY_SNAPSHOT:
+      return "SQLITE_BUSY_SNAPSHOT";
+    case SQLITE_LOCKED:
+      return "SQLITE_LOCKED";
+    case SQLITE_NOMEM:
+      return "SQLITE_NOMEM";
+    case SQLITE_READONLY:
+      return "SQLITE_READONLY";
+    case SQLITE_INTERRUPT:
+      return "SQLITE_INTERRUPT";
+    case SQLITE_IOERR:
+      return "SQLITE_IOERR";
+    case SQLITE_CORRUPT:
+      return "SQLITE_CORRUPT";
+    case SQLITE_FULL:
+      return "SQLITE_FULL";
+    case SQLITE_CANTOPEN:
+      return "SQLITE_CANTOPEN";
+    case SQLITE_TOOBIG:
+      return "SQLITE_TOOBIG";
+    case SQLITE_CONSTRAINT:
+      return "SQLITE_CONSTRAINT";
+    case SQLITE_CONSTRAINT_CHECK:
+      return "SQLITE_CONSTRAINT_CHECK";
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+      return "SQLITE_CONSTRAINT_FOREIGNKEY";
+    case SQLITE_CONSTRAINT_NOTNULL:
+      return "SQLITE_CONSTRAINT_NOTNULL";
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return "SQLITE_CONSTRAINT_PRIMARYKEY";
+    case SQLITE_CONSTRAINT_UNIQUE:
+      return "SQLITE_CONSTRAINT_UNIQUE";
+    case SQLITE_CONSTRAINT_TRIGGER:
+      return "SQLITE_CONSTRAINT_TRIGGER";
+    case SQLITE_MISMATCH:
+      return "SQLITE_MISMATCH";
+    case SQLITE_RANGE:
+      return "SQLITE_RANGE";
+    default:
+      return "SQLITE_" + std::to_string(code);
+  }
+}
+
+Error SqliteError(int code, std::string message) {
+  ErrorCode status = ErrorCode::kSqlError;
+  switch (code & 0xff) {
+    case SQLITE_CONSTRAINT:
+      status = ErrorCode::kSqlConflict;
+      break;
+    case SQLITE_INTERRUPT:
+      status = ErrorCode::kSqlTimeout;
+      message = "statement timeout: " + message;
+      break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+      status = ErrorCode::kSqlUnavailable;
+      break;
+    default:
+      break;
+  }
+  return Error{status, std::move(message), {{"sqlite_code", JsonQuote(CodeName(code))}}};
+}
+
+Error ConnectionError(sqlite3* db, int rc) {
+  return SqliteError(sqlite3_extended_errcode(db) ? sqlite3_extended_errcode(db) : rc,
+                     sqlite3_errmsg(db));
+}
+
+// True if `tail` holds nothing but whitespace, ';' and comments.
+bool OnlyTrivia(std::string_view tail) {
+  for (size_t i = 0; i < tail.size();) {
+    char c = tail[i];
+    if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';') {
+      ++i;
+    } else if (tail.substr(i, 2) == "--") {
+      size_t end = tail.find('\n', i);
+      i = end == std::string_view::npos ? tail.size() : end + 1;
+    } else if (tail.substr(i, 2) == "/*") {
+      size_t end = tail.find("*/", i + 2);
+      i = end == std::string_view::npos ? tail.size() : end + 2;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+struct Connection {
+  sqlite3* db = nullptr;
+  Clock::time_point deadline;  // read by the progress handler
+  ~Connection() { sqlite3_close_v2(db); }
+};
+
+int OnProgress(void* arg) {
+  auto* conn = static_cast<Connection*>(arg);
+  return Clock::now() > conn->deadline ? 1 : 0;
+}
+
+std::string Cell(sqlite3_stmt* stmt, int column) {
+  switch (sqlite3_column_type(stmt, column)) {
+    case SQLITE_INTEGER:
+      return IntegerCell(sqlite3_column_int64(stmt, column));
+    case SQLITE_FLOAT:
+      return RealCell(sqlite3_column_double(stmt, column));
+    case SQLITE_TEXT:
+      return JsonQuote(
+          std::string_view(reinterpret_cast<const char*>(sqlite3_column_text(stmt, column)),
+                           static_cast<size_t>(sqlite3_column_bytes(stmt, column))));
+    case SQLITE_BLOB: {
+      const void* data = sqlite3_column_blob(stmt, column);
+      size_t n = static_cast<size_t>(sqlite3_column_bytes(stmt, column));
+      return BytesCell(std::string_view(static_cast<const char*>(data), data ? n : 0));
+    }
+    default:
+      return "null";
+  }
+}
+
+std::string StorageClass(int type) {
+  switch (type) {
+    case SQLITE_INTEGER:
+      return "integer";
+    case SQLITE_FLOAT:
+      return "real";
+    case SQLITE_TEXT:
+      return "text";
+    case SQLITE_BLOB:
+      return "blob";
+    default:
+      return "null";
+  }
+}
+
+// Runs one statement on `conn` (on a pool thread).
+Result<ResultSet> Execute(Connection& conn, const Statement& statement,
+                          Clock::time_point deadline) {
+  sqlite3* db = conn.db;
+  conn.deadline = deadline;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  sqlite3_busy_timeout(db, static_cast<int>(std::clamp<int64_t>(left.count(), 1, 30'000)));
+  sqlite3_stmt* raw = nullptr;
+  const char* tail = nullptr;
+  int rc = sqlite3_prepare_v2(db, statement.sql.data(), static_cast<int>(statement.sql.size()),
+                              &raw, &tail);
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, &sqlite3_finalize);
+  if (rc != SQLITE_OK) return Fail(ConnectionError(db, rc));
+  ResultSet result;
+  if (!stmt) return result;  // only whitespace or comments
+  std::string_view rest(tail, statement.sql.data() + statement.sql.size() - tail);
+  if (!OnlyTrivia(rest)) {
+    return Fail(Error{ErrorCode::kSqlError,
+                      "more than one statement; expected exactly one (use /sql/batch for several)",
+                      {{"sqlite_code", "\"SQLITE_ERROR\""}}});
+  }
+  // $n, ?NNN and ? placeholders; the number of parameters is the highest index used.
+  const int count = sqlite3_bind_parameter_count(stmt.get());
+  if (static_cast<size_t>(count) != statement.params.size()) {
+    return Fail(Error{ErrorCode::kSqlError,
+                      "the statement has " + std::to_string(count) + " parameter(s); got " +
+                          std::to_string(statement.params.size()),
+                      {{"sqlite_code", "\"SQLITE_RANGE\""}}});
+  }
+  for (int i = 1; i <= count; ++i) {
+    size_t index = static_cast<size_t>(i - 1);
+    if (const char* name = sqlite3_bind_parameter_name(stmt.get(), i)) {
+      std::string_view n(name);
+      size_t number = 0;
+      auto [ptr, ec] = std::from_chars(n.data() + 1, n.data() + n.size(), number);
+      if ((n[0] != '$' && n[0] != '?') || ec != std::errc() || ptr != n.data() + n.size() ||
+          number != static_cast<size_t>(i)) {
+        return Fail(Error{ErrorCode::kSqlError,
+                          "unsupported placeholder '" + std::string(n) + "'; expected $1…$n or ?",
+                          {{"sqlite_code", "\"SQLITE_RANGE\""}}});
+      }
+    }
+    const Param& p = statement.params[index];
+    switch (p.kind) {
+      case Param::Kind::kNull:
+        rc = sqlite3_bind_null(stmt.get(), i);
+        break;
+      case Param::Kind::kBool:
+        rc = sqlite3_bind_int(stmt.get(), i, p.boolean ? 1 : 0);
+        break;
+      case Param::Kind::kInt:
+        rc = sqlite3_bind_int64(stmt.get(), i, p.integer);
+        break;
+      case Param::Kind::kFloat:
+        rc = sqlite3_bind_double(stmt.get(), i, p.real);
+        break;
+      case Param::Kind::kText:
+      case Param::Kind::kJson:
+        rc = sqlite3_bind_text64(stmt.get(), i, p.text.data(), p.text.size(), SQLITE_TRANSIENT,
+                                 SQLITE_UTF8);
+        break;
+    }
+    if (rc != SQLITE_OK) return Fail(ConnectionError(db, rc));
+  }
+  const int columns = sqlite3_column_count(stmt.get());
+  for (int c = 0; c < columns; ++c) {
+    const char* decl = sqlite3_column_decltype(stmt.get(), c);
+    std::string type = decl ? decl : "";
+    for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    result.columns.push_back({sqlite3_column_name(stmt.get(), c), std::move(type)});
+  }
+  for (;;) {
+    rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return Fail(ConnectionError(db, rc));
+    std::vector<std::string> row;
+    row.reserve(static_cast<size_t>(columns));
+    for (int c = 0; c < columns; ++c) {
+      if (result.columns[c].type.empty() && result.rows.empty())
+        result.columns[c].type = StorageClass(sqlite3_column_type(stmt.get(), c));
+      row.push_back(Cell(stmt.get(), c));
+    }
+    result.rows.push_back(std::move(row));
+  }
+  if (!sqlite3_stmt_readonly(stmt.get())) {
+    result.rows_affected = static_cast<uint64_t>(sqlite3_changes64(db));
+    result.last_insert_id = sqlite3_last_insert_rowid(db);
+  }
+  return result;
+}
+
+class SqliteSqlBackend;
+
+// The connections, each used by one job (or one transaction) at a time.
+class ConnectionPool {
+ public:
+  void Add(std::shared_ptr<Connection> conn) {
+    std::lock_guard lock(mu_);
+    idle_.push_back(std::move(conn));
+  }
+  // Waits for a free connection until `deadline` (a pool thread may block here).
+  Result<std::shared_ptr<Connection>> Acquire(Clock::time_point deadline) {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_until(lock, deadline, [&] { return !idle_.empty(); })) {
+      return Fail(ErrorCode::kSqlUnavailable,
+                  "no free SQLite connection before the request deadline");
+    }
+    auto conn = std::move(idle_.back());
+    idle_.pop_back();
+    return conn;
+  }
+  void Release(std::shared_ptr<Connection> conn) {
+    {
+      std::lock_guard lock(mu_);
+      idle_.push_back(std::move(conn));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::shared_ptr<Connection>> idle_;
+};
+
+class SqliteTransaction final : public Transaction {
+ public:
+  SqliteTransaction(std::shared_ptr<ConnectionPool> connections, BlockingPool& pool,
+                    std::shared_ptr<Connection> conn, Clock::time_point deadline)
+      : connections_(std::move(connections)),
+        pool_(pool),
+        conn_(std::move(conn)),
+        deadline_(deadline) {}
+  ~SqliteTransaction() override {
+    if (!conn_) return;
+    // Neither committed nor rolled back: roll back on a pool thread, then return the connection.
+    pool_.Detach([connections = connections_, conn = conn_] {
+      sqlite3_exec(conn->db, "ROLLBACK", nullptr, nullptr, nullptr);
+      connections->Release(conn);
+    });
+  }
+
+  Task<ResultSet> Run(Statement statement) override {
+    if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
+    auto job = [conn = conn_, statement = std::move(statement), deadline = deadline_] {
+      return Execute(*conn, statement, deadline);
+    };
+    co_return co_await pool_.Run(std::move(job));
+  }
+  Task<void> Commit() override { co_return co_await Finish("COMMIT"); }
+  Task<void> Rollback() override { co_return co_await Finish("ROLLBACK"); }
+
+ private:
+  Task<void> Finish(const char* sql) {
+    if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
+    auto job = [connections = connections_, conn = std::exchange(conn_, nullptr),
+                sql]() -> Result<void> {
+      int rc = sqlite3_exec(conn->db, sql, nullptr, nullptr, nullptr);
+      Result<void> outcome;
+      if (rc != SQLITE_OK) {
+        outcome = Fail(ConnectionError(conn->db, rc));
+        sqlite3_exec(conn->db, "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+      connections->Release(conn);
+      return outcome;
+    };
+    co_return co_await pool_.Run(std::move(job));
+  }
+
+  std::shared_ptr<ConnectionPool> connections_;
+  BlockingPool& pool_;
+  std::shared_ptr<Connection> conn_;
+  Clock::time_point deadline_;
+};
+
+class SqliteSqlBackend final : public SqlBackend {
+ public:
+  SqliteSqlBackend(std::shared_ptr<ConnectionPool> connections, unsigned threads)
+      : connections_(std::move(connections)), pool_(threads, 4096) {}
+
+  std::string name() const override { return "sqlite"; }
+
+  Task<ResultSet> Run(Statement statement, Limits limits) override {
+    auto job = [connections = connections_, statement = std::move(statement),
+                limits]() -> Result<ResultSet> {
+      auto conn = connections->Acquire(limits.deadline);
+      if (!conn) return Fail(conn.error());
+      auto result = Execute(**conn, statement, StatementDeadline(limits));
+      connections->Release(std::move(*conn));
+      return result;
+    };
+    co_return co_await pool_.Run(std::move(job));
+  }
+
+  Task<std::unique_ptr<Transaction>> Begin(Limits limits) override {
+    auto job = [connections = connections_, limits]() -> Result<std::shared_ptr<Connection>> {
+      auto conn = connections->Acquire(limits.deadline);
+      if (!conn) return Fail(conn.error());
+      (*conn)->deadline = StatementDeadline(limits);
+      // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so a transaction
+      // never fails later for want of upgrading a read lock.
+      int rc = sqlite3_exec((*conn)->db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (rc != SQLITE_OK) {
+        Error error = ConnectionError((*conn)->db, rc);
+        connections->Release(std::move(*conn));
+        return Fail(std::move(error));
+      }
+      return std::move(*conn);
+    };
+    auto conn = co_await pool_.Run(std::move(job));
+    if (!conn) co_return Fail(conn.error());
+    co_return std::unique_ptr<Transaction>(std::make_unique<SqliteTransaction>(
+        connections_, pool_, std::move(*conn), StatementDeadline(limits)));
+  }
+
+  Task<void> Ready() override {
+    Statement ping{"SELECT 1", {}};
+    Limits limits;
+    limits.deadline = Clock::now() + std::chrono::seconds(2);
+    auto result = co_await Run(std::move(ping), limits);
+    if (!result) co_return Fail(result.error());
+    co_return Result<void>{};
+  }
+
+  void Close() override { pool_.Stop(); }
+
+ private:
+  // The statement timeout counted from now, never past the request deadline.
+  static Clock::time_point StatementDeadline(const Limits& limits) {
+    return std::min(limits.deadline, Clock::now() + limits.statement_timeout);
+  }
+
+  std::shared_ptr<ConnectionPool> connections_;
+  BlockingPool pool_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SqlBackend>> OpenSqliteSqlBackend(const Uri& uri) {
+  // sqlite:///abs/path, sqlite://relative/path, sqlite::memory:
+  std::string path = uri.host + uri.path;
+  const bool memory = path == ":memory:";
+  if (path.empty())
+    return Fail(ErrorCode::kBadRequest, "expected sqlite:///path/to/db.sqlite3 or sqlite::memory:");
+  std::string target = path;
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+  if (memory) {
+    // One private in-memory database per backend, shared by its connections.
+    unsigned char random[8];
+    RAND_bytes(random, sizeof random);
+    char name[64];
+    std::snprintf(name, sizeof name, "file:mikcar-%02x%02x%02x%02x%02x%02x%02x%02x", random[0],
+                  random[1], random[2], random[3], random[4], random[5], random[6], random[7]);
+    target = std::string(name) + "?mode=memory&cache=shared";
+  } else {
+    flags &= ~SQLITE_OPEN_URI;
+  }
+  // An in-memory database is one connection (shared cache locks tables instead of waiting).
+  const unsigned count = memory ? 1 : 4;
+  auto connections = std::make_shared<ConnectionPool>();
+  for (unsigned i = 0; i < count; ++i) {
+    auto conn = std::make_shared<Connection>();
+    int rc = sqlite3_open_v2(target.c_str(), &conn->db, flags, nullptr);
+    if (rc != SQLITE_OK) {
+      return Fail(ErrorCode::kUnavailable,
+                  "cannot open SQLite database '" + path +
+                      "': " + (conn->db ? sqlite3_errmsg(conn->db) : sqlite3_errstr(rc)));
+    }
+    sqlite3_extended_result_codes(conn->db, 1);
+    const char* setup =
+        memory ? "PRAGMA foreign_keys=ON;"
+               : "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;";
+    char* message = nullptr;
+    if (sqlite3_exec(conn->db, setup, nullptr, nullptr, &message) != SQLITE_OK) {
+      std::string why = message ? message : "unknown error";
+      sqlite3_free(message);
+      return Fail(ErrorCode::kUnavailable, "cannot set up SQLite database '" + path + "': " + why);
+    }
+    sqlite3_progress_handler(conn->db, 1000, &OnProgress, conn.get());
+    connections->Add(std::move(conn));
+  }
+  return std::unique_ptr<SqlBackend>(std::make_unique<SqliteSqlBackend>(connections, count));
+}
+
+}  // namespace mikcar::sql
