@@ -5,8 +5,8 @@
 #
 # Usage: bench/run.sh [--quick] [--scenario NAME]... [--rounds N] [--duration SECONDS]
 #   --quick           1 round of 3 s per target (default: 5 rounds of 8 s, median reported)
-#   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put (repeatable,
-#                     or a,b); default: all
+#   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put | sql
+#                     (repeatable, or a,b); default: all
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
 #        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
 set -euo pipefail
@@ -18,7 +18,7 @@ cd "$ROOT"
 usage() { sed -n '6,10s/^# \{0,1\}//p' "$0"; }
 ARGS=("$@")
 ROUNDS=5 DURATION=8 SCENARIOS=()
-ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put)
+ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 DURATION=3 ;;
@@ -163,6 +163,10 @@ start_servers() {
       "$MIKCAR" --kv --no-auth --port $((BASE + 1 + off)) "${threads[@]}" --log-level warn
     KV_URL=file://$TMP/kv-$c start mikcar-file-$c $c $((BASE + 2 + off)) \
       "$MIKCAR" --kv --no-auth --port $((BASE + 2 + off)) "${threads[@]}" --log-level warn
+    # SQL on PostgreSQL (started by start_postgres before the servers).
+    DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?pool_max=$SQL_CONNS" \
+      start mikcar-sql-$c $c $((BASE + 7 + off)) \
+      "$MIKCAR" --sql --no-auth --port $((BASE + 7 + off)) "${threads[@]}" --log-level warn
     # Object storage on the embedded file:// backend; nginx serves the same root.
     STORAGE_URL=file://$TMP/objects-$c start mikcar-storage-$c $c $((BASE + 5 + off)) \
       "$MIKCAR" --storage --no-auth --port $((BASE + 5 + off)) "${threads[@]}" --log-level warn \
@@ -172,7 +176,8 @@ start_servers() {
     n=$([ $c = 1 ] && echo 1 || echo "$NCPU")
     off=$([ $c = 1 ] && echo 0 || echo 1)
     # nginx: one worker per core the comparison uses.
-    mkdir -p "$TMP/nginx-$c"
+    mkdir -p "$TMP/nginx-$c/put"
+    chmod 777 "$TMP/nginx-$c/put"   # written by nginx's workers (user nobody when started as root)
     sed -e "s|@WORKERS@|$n|" -e "s|@PORT@|$((BASE + 10 + off))|" -e "s|@DIR@|$TMP/nginx-$c|g" \
       -e "s|@VALUE@|$VALUE|" -e "s|@OBJECTS@|$TMP/objects-$c|" "$BENCH/nginx.conf.in" \
       >"$TMP/nginx-$c/nginx.conf"
@@ -196,6 +201,7 @@ EOF
     wait_200 mikcar-memory-$c /health
     wait_200 mikcar-file-$c /health
     wait_200 mikcar-storage-$c /health
+    wait_200 mikcar-sql-$c /health
     wait_200 nginx-$c /health
     wait_200 webdis-$c /PING
   done
@@ -234,7 +240,7 @@ measure() {
   local pids; pids=$(server_pids "$server")
   local cpu0; cpu0=$(cpu_ns $pids)
   local out
-  out=$("${pin[@]}" wrk -t1 -c"$CONNS" -d"${dur}s" --latency "${script[@]}" \
+  out=$("${pin[@]}" wrk -t1 -c"${MEASURE_CONNS:-$CONNS}" -d"${dur}s" --latency "${script[@]}" \
     "http://127.0.0.1:${PORT[$server]}$path" ${1:+--} "$@" 2>&1) || { echo "wrk failed: $out" >&2; exit 1; }
   local cpu1; cpu1=$(cpu_ns $pids)
   [ "$round" = 0 ] && return 0
@@ -303,6 +309,42 @@ storage_put_targets() {  # 1 MiB PUTs over 100 names (each replaces an object)
   done
 }
 
+# PostgreSQL point select: mikcar /sql/query against pgbench -S (same query, same protocol:
+# unnamed extended-protocol statements) at the same concurrency as mikcar's pool.
+SQL_CONNS=16
+sql_targets() {
+  local r=$1 c out cpu0 cpu1 pids
+  for c in 1 n; do
+    MEASURE_CONNS=$SQL_CONNS measure sql-select mikcar-sql mikcar-sql-$c "$r" / "$BENCH/lua/sql.lua"
+  done
+  [ "$r" = 0 ] && return 0
+  pids=$(pgrep -u postgres -f "postgres" | paste -sd' ')
+  cpu0=$(cpu_ns $pids)
+  out=$(taskset -c "$CLIENT_CPU" pgbench -n -S -M extended -c $SQL_CONNS -j 1 -T "$DURATION" \
+    -h 127.0.0.1 -p "$PG_PORT" -U postgres bench 2>&1)
+  cpu1=$(cpu_ns $pids)
+  echo "$out" | awk -v r="$r" '
+    /^number of transactions actually processed/ { n = $NF }
+    /^latency average/ { lat = $4 }
+    /^tps/ { tps = $3 }
+    END { printf "sql-select\t1\tpgbench\t%s\t%.0f\t%.3f\t\t0\t0\n", r, tps, lat }' >>"$RESULTS"
+  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  avg %6.3f ms\n", $1, $2, $3, $4, $5, $6 }'
+}
+
+# A throwaway PostgreSQL 15 cluster (fsync off) with pgbench's tables at scale 1.
+PG_PORT=$((BASE + 50))
+start_postgres() {
+  local bin=/usr/lib/postgresql/15/bin
+  mkdir -p "$TMP/pg" && chown postgres "$TMP/pg"
+  runuser -u postgres -- "$bin/initdb" -D "$TMP/pg/data" -U postgres --auth=trust >/dev/null
+  runuser -u postgres -- "$bin/postgres" -D "$TMP/pg/data" -p "$PG_PORT" -k "$TMP/pg" \
+    -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 >"$TMP/pg.log" 2>&1 &
+  STARTED+=("$!")
+  for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break; sleep 0.1; done
+  createdb -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
+  pgbench -i -s 1 -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+}
+
 # redis-benchmark straight against redis (pinned like the 1-core HTTP runs): the raw-store ceiling.
 redis_targets() {
   local r=$1 t n=$((50000 * DURATION)) pids cpu0 cpu1 out
@@ -357,6 +399,8 @@ display_name() {
     mikcar-storage) echo "mikcar storage file:// (fsync)" ;;
     nginx-static) echo "nginx static file (sendfile)" ;;
     nginx-dav) echo "nginx WebDAV PUT (no fsync)" ;;
+    mikcar-sql) echo "mikcar /sql/query → PostgreSQL" ;;
+    pgbench) echo "pgbench -S (libpq, same query)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     *) echo "$1" ;;
@@ -384,7 +428,7 @@ report() {
   echo "workers, webdis $NCPU threads), load generator on the same cores. CPU µs/req = server on-CPU time per request."
   echo
   local fmt='| %-8s | %5s | %-32s | %8s | %-13s | %6s | %6s | %6s | %7s | %8s | %13s |\n'
-  printf "$fmt" scenario cores server "req/s" "min-max" "p50 ms" "p99 ms" "CPU us" "x nginx" "x webdis" "x redis-bench"
+  printf "$fmt" scenario cores server "req/s" "min-max" "p50 ms" "p99 ms" "CPU us" "x nginx|pg" "x webdis" "x redis-bench"
   printf "$fmt" | sed 's/ /-/g; s/-|-/ | /g; s/^|-/| /; s/-|$/ |/'
   for key in $keys; do
     IFS='|' read -r s c l <<<"$key"
@@ -398,6 +442,7 @@ report() {
       kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
+      sql-*) to_nginx=$(ratio "$key" "$s|1|pgbench") ;;
     esac
     [[ "$l" == nginx* ]] && to_nginx=ref
     [ "$l" = webdis ] && to_webdis=ref
@@ -413,6 +458,7 @@ echo "isolation: autogroup ${ISOLATION}; rounds $ROUNDS × ${DURATION}s; scenari
 echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/'), webdis $(dpkg-query -W -f='${Version}' webdis 2>/dev/null), wrk $(dpkg-query -W -f='${Version}' wrk 2>/dev/null)"
 
 startup_probe
+start_postgres
 start_servers
 sleep 1
 declare -A IDLE_RSS
@@ -428,6 +474,7 @@ for s in "${SCENARIOS[@]}"; do
     redis) rounds redis_targets ;;
     storage-get) rounds storage_get_targets ;;
     storage-put) rounds storage_put_targets ;;
+    sql) rounds sql_targets ;;
   esac
 done
 

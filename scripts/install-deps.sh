@@ -9,7 +9,7 @@ build=(g++ cmake ninja-build ccache pkg-config git
        libsqlite3-dev libpq-dev)
 test=(libgtest-dev libgmock-dev python3-pytest python3-requests redis-server redis-tools openssl
       postgresql postgresql-client)
-bench=(wrk nginx-light redis-server redis-tools webdis)
+bench=(wrk nginx-light redis-server redis-tools webdis postgresql postgresql-client)
 pkgs=("${build[@]}")
 case "$what" in
   build) ;;

@@ -3,10 +3,62 @@
 # data under DIR. `start` prints `export VAR=VALUE` lines for the tests to eval.
 #   eval "$(scripts/test-backends.sh start /tmp/dir)"; ...; scripts/test-backends.sh stop /tmp/dir
 # Redis: one plain, one TLS-only (certificates from a throwaway CA made here).
+# PostgreSQL 15: a throwaway cluster in DIR/pg (initdb + pg_ctl, run as user postgres when this
+# runs as root), fsync off, TCP on 127.0.0.1 with scram-sha-256 for user mikcar, database
+# mikcar_test. It also exports shell commands that restart, stop and start that server.
+# A second `start` with the same DIR reuses a cluster that is already there.
 set -euo pipefail
 cmd=$1 dir=$2
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; "$@"; }
+# A command line (as one string) that runs its arguments as the PostgreSQL owner, from /.
+as_pg() {
+  local line="cd /;"
+  [ "$(id -u)" = 0 ] && line+=" runuser -u postgres --"
+  printf '%s%s' "$line" "$(printf ' %q' "$@")"
+}
+start_postgres() {
+  local pg=$dir/pg
+  local ctl=(env LC_ALL=C.UTF-8 "$PGBIN/pg_ctl" -D "$pg/data" -l "$pg/postgres.log" -w -t 60)
+  if [ ! -f "$pg/env" ]; then
+    rm -rf "$pg" && mkdir -p "$pg/sock"
+    if [ "$(id -u)" = 0 ]; then
+      chmod go+x "$dir"   # mktemp -d makes it 0700; the postgres user must reach DIR/pg
+      chown -R postgres: "$pg"
+    fi
+    local port pass
+    port=$(free_port) pass=$(openssl rand -hex 16)
+    bash -c "$(as_pg env LC_ALL=C.UTF-8 "$PGBIN/initdb" -D "$pg/data" -U postgres -E UTF8 \
+      --auth-local=trust --auth-host=scram-sha-256 --no-sync)" >"$pg/initdb.log" 2>&1 \
+      || { cat "$pg/initdb.log" >&2; exit 1; }
+    cat >>"$pg/data/postgresql.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$pg/sock'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+password_encryption = 'scram-sha-256'
+CONF
+    bash -c "$(as_pg "${ctl[@]}" start)" >/dev/null
+    # The database's session time zone is not UTC, so the tests see timestamptz converted to UTC.
+    bash -c "$(as_pg "$PGBIN/psql" -h "$pg/sock" -p "$port" -U postgres -d postgres -qAt \
+      -v ON_ERROR_STOP=1 -c "CREATE ROLE mikcar LOGIN PASSWORD '$pass'" \
+      -c "CREATE DATABASE mikcar_test OWNER mikcar" \
+      -c "ALTER DATABASE mikcar_test SET timezone TO 'Asia/Kolkata'")" >/dev/null
+    {
+      echo "export MIKCAR_TEST_POSTGRES_URL=postgres://mikcar:$pass@127.0.0.1:$port/mikcar_test"
+      printf 'export MIKCAR_TEST_POSTGRES_RESTART=%q\n' "$(as_pg "${ctl[@]}" -m fast restart)"
+      printf 'export MIKCAR_TEST_POSTGRES_STOP=%q\n' "$(as_pg "${ctl[@]}" -m fast stop)"
+      printf 'export MIKCAR_TEST_POSTGRES_START=%q\n' "$(as_pg "${ctl[@]}" start)"
+    } >"$pg/env"
+  elif ! bash -c "$(as_pg "$PGBIN/pg_ctl" -D "$pg/data" status)" >/dev/null 2>&1; then
+    bash -c "$(as_pg "${ctl[@]}" start)" >/dev/null
+  fi
+  cat "$pg/env"
+}
 case "$cmd" in
   start)
     mkdir -p "$dir/redis" "$dir/rediss" "$dir/tls"
@@ -32,8 +84,13 @@ case "$cmd" in
     wait_for redis-cli --tls --cacert "$tls/ca.pem" -p "$tport" ping
     echo "export MIKCAR_TEST_REDISS_URL=rediss://127.0.0.1:$tport"
     echo "export MIKCAR_TEST_CA_FILE=$tls/ca.pem"
+
+    start_postgres
     ;;
   stop)
+    if [ -f "$dir/pg/data/postmaster.pid" ]; then
+      bash -c "$(as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -w -t 60 -m fast stop)" >/dev/null || true
+    fi
     for pid in "$dir/redis.pid" "$dir/rediss.pid"; do
       [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
     done

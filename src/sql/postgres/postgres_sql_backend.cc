@@ -17,9 +17,9 @@
 #include <deque>
 #include <mutex>
 
-#include "common/async.h"
 #include "common/json.h"
 #include "common/units.h"
+#include "common/wait_list.h"
 #include "sql/postgres/pg_values.h"
 
 namespace mikcar::sql {
@@ -111,10 +111,78 @@ asio::awaitable<Result<void>> WaitSocket(int fd, asio::posix::descriptor_base::w
   co_return Result<void>{};
 }
 
+bool IdentifierChar(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
+         static_cast<unsigned char>(c) >= 0x80;
+}
+
+// The highest $n placeholder of `sql`, outside literals, quoted identifiers, comments and
+// dollar-quoted strings. PostgreSQL itself only notices extra parameters that are untyped.
+size_t HighestPlaceholder(std::string_view sql) {
+  size_t highest = 0;
+  const size_t n = sql.size();
+  for (size_t i = 0; i < n;) {
+    const char c = sql[i];
+    const char next = i + 1 < n ? sql[i + 1] : '\0';
+    if (c == '\'') {
+      const bool escapes = i > 0 && (sql[i - 1] == 'E' || sql[i - 1] == 'e');
+      for (++i; i < n; ++i) {
+        if (escapes && sql[i] == '\\') {
+          ++i;
+        } else if (sql[i] == '\'') {
+          if (i + 1 < n && sql[i + 1] == '\'') {
+            ++i;
+          } else {
+            ++i;
+            break;
+          }
+        }
+      }
+    } else if (c == '"') {
+      size_t end = sql.find('"', i + 1);
+      i = end == std::string_view::npos ? n : end + 1;
+    } else if (c == '-' && next == '-') {
+      size_t end = sql.find('\n', i);
+      i = end == std::string_view::npos ? n : end + 1;
+    } else if (c == '/' && next == '*') {
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string_view::npos ? n : end + 2;
+    } else if (c == '$' && (i == 0 || !IdentifierChar(sql[i - 1]))) {
+      size_t j = i + 1;
+      if (j < n && std::isdigit(static_cast<unsigned char>(sql[j]))) {
+        size_t number = 0;
+        for (; j < n && std::isdigit(static_cast<unsigned char>(sql[j])); ++j)
+          number = std::min<size_t>(number * 10 + static_cast<size_t>(sql[j] - '0'), 1'000'000);
+        highest = std::max(highest, number);
+        i = j;
+        continue;
+      }
+      // $tag$ … $tag$
+      while (j < n && (std::isalnum(static_cast<unsigned char>(sql[j])) || sql[j] == '_')) ++j;
+      if (j < n && sql[j] == '$') {
+        std::string_view tag = sql.substr(i, j - i + 1);
+        size_t end = sql.find(tag, j + 1);
+        i = end == std::string_view::npos ? n : end + tag.size();
+      } else {
+        i = j;
+      }
+    } else {
+      ++i;
+    }
+  }
+  return highest;
+}
+
 // Sends one statement and collects its result. Connection failures mark `c` broken.
 asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
                                         Clock::time_point deadline) {
   const size_t n = statement.params.size();
+  if (size_t used = HighestPlaceholder(statement.sql); n > used) {
+    co_return Fail(Error{
+        ErrorCode::kSqlError,
+        "the statement uses " + std::to_string(used) + " parameter(s); got " + std::to_string(n),
+        {{"sqlstate", "\"08P01\""}}});
+  }
   std::vector<Oid> types(n, 0);
   std::vector<std::string> storage(n);
   std::vector<const char*> values(n, nullptr);
@@ -268,7 +336,7 @@ class PgTransaction final : public Transaction {
 };
 
 // At most `max` connections; requests beyond it wait (until their deadline) for one to return.
-class PgPool : public std::enable_shared_from_this<PgPool> {
+class PgPool {
  public:
   PgPool(ConnectParams params, size_t max, size_t min, std::chrono::milliseconds timeout)
       : params_(std::move(params)), max_(max), min_(min), default_timeout_(timeout) {}
@@ -316,16 +384,8 @@ class PgPool : public std::enable_shared_from_this<PgPool> {
       Drop();
       return;
     }
-    std::unique_lock lock(mu_);
-    while (!waiters_.empty()) {
-      auto waiter = std::move(waiters_.front());
-      waiters_.pop_front();
-      if (waiter->claimed.exchange(true)) continue;  // timed out already
-      lock.unlock();
-      waiter->done->Complete(std::move(conn));
-      return;
-    }
-    idle_.push_back(std::move(conn));
+    std::lock_guard lock(mu_);
+    if (!waiters_.Offer(conn)) idle_.push_back(std::move(conn));
   }
 
   void Close() {
@@ -335,51 +395,25 @@ class PgPool : public std::enable_shared_from_this<PgPool> {
   }
 
  private:
-  struct Waiter {
-    std::shared_ptr<Completion<std::unique_ptr<PgConnection>>> done;
-    std::atomic<bool> claimed{false};
-  };
-
   // One connection fewer: a waiter may now connect a new one.
   void Drop() {
-    std::unique_lock lock(mu_);
+    std::lock_guard lock(mu_);
     --total_;
-    while (!waiters_.empty()) {
-      auto waiter = std::move(waiters_.front());
-      waiters_.pop_front();
-      if (waiter->claimed.exchange(true)) continue;
-      lock.unlock();
-      waiter->done->Complete(std::unique_ptr<PgConnection>());
-      return;
-    }
+    std::unique_ptr<PgConnection> none;  // "connect one yourself"
+    waiters_.Offer(none);
   }
 
+  // Waits for a returned connection; nullptr means "there is room now: connect one".
   asio::awaitable<Result<std::unique_ptr<PgConnection>>> Wait(Clock::time_point deadline) {
-    auto ex = co_await asio::this_coro::executor;
-    auto waiter = std::make_shared<Waiter>();
-    auto self = shared_from_this();
-    auto start = [self, waiter, deadline, ex](auto done) {
-      waiter->done = std::move(done);
-      {
-        std::unique_lock lock(self->mu_);
-        if (!self->idle_.empty() || self->total_ < self->max_) {
-          lock.unlock();
-          waiter->claimed = true;
-          waiter->done->Complete(std::unique_ptr<PgConnection>());  // retry at once
-          return;
-        }
-        self->waiters_.push_back(waiter);
-      }
-      auto timer = std::make_shared<asio::steady_timer>(ex, deadline);
-      timer->async_wait([waiter, timer, max = self->max_](boost::system::error_code ec) {
-        if (ec || waiter->claimed.exchange(true)) return;
-        waiter->done->Complete(Fail(ErrorCode::kSqlUnavailable,
-                                    "no free PostgreSQL connection before the request deadline "
-                                    "(all " +
-                                        std::to_string(max) + " in use; see pool_max)"));
-      });
+    auto try_now = [this]() -> std::optional<std::unique_ptr<PgConnection>> {
+      if (!idle_.empty() || total_ < max_) return std::unique_ptr<PgConnection>();
+      return std::nullopt;
     };
-    co_return co_await Suspend<std::unique_ptr<PgConnection>>(std::move(start));
+    Error timeout{ErrorCode::kSqlUnavailable,
+                  "no free PostgreSQL connection before the request deadline (all " +
+                      std::to_string(max_) + " in use; see pool_max)",
+                  {}};
+    co_return co_await waiters_.Wait(mu_, deadline, std::move(try_now), std::move(timeout));
   }
 
   asio::awaitable<Result<std::unique_ptr<PgConnection>>> Connect(Clock::time_point deadline) {
@@ -417,7 +451,7 @@ class PgPool : public std::enable_shared_from_this<PgPool> {
   const std::chrono::milliseconds default_timeout_;
   std::mutex mu_;
   std::vector<std::unique_ptr<PgConnection>> idle_;
-  std::deque<std::shared_ptr<Waiter>> waiters_;
+  WaitList<std::unique_ptr<PgConnection>> waiters_;
   size_t total_ = 0;
   bool closed_ = false;
 };

@@ -4,11 +4,11 @@
 #include <sqlite3.h>
 
 #include <charconv>
-#include <condition_variable>
 #include <mutex>
 
 #include "common/blocking_pool.h"
 #include "common/json.h"
+#include "common/wait_list.h"
 #include "sql/cells.h"
 
 namespace mikcar::sql {
@@ -160,13 +160,18 @@ std::string StorageClass(int type) {
   }
 }
 
+// Waiting for another writer's lock ends at `deadline`.
+void SetBusyTimeout(Connection& conn, Clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  sqlite3_busy_timeout(conn.db, static_cast<int>(std::clamp<int64_t>(left.count(), 1, 30'000)));
+}
+
 // Runs one statement on `conn` (on a pool thread).
 Result<ResultSet> Execute(Connection& conn, const Statement& statement,
                           Clock::time_point deadline) {
   sqlite3* db = conn.db;
   conn.deadline = deadline;
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  sqlite3_busy_timeout(db, static_cast<int>(std::clamp<int64_t>(left.count(), 1, 30'000)));
+  SetBusyTimeout(conn, deadline);
   sqlite3_stmt* raw = nullptr;
   const char* tail = nullptr;
   int rc = sqlite3_prepare_v2(db, statement.sql.data(), static_cast<int>(statement.sql.size()),
@@ -190,17 +195,20 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
                       {{"sqlite_code", "\"SQLITE_RANGE\""}}});
   }
   for (int i = 1; i <= count; ++i) {
+    // SQLite numbers "$n" parameters in order of first appearance: bind by the n in the name.
     size_t index = static_cast<size_t>(i - 1);
     if (const char* name = sqlite3_bind_parameter_name(stmt.get(), i)) {
       std::string_view n(name);
       size_t number = 0;
       auto [ptr, ec] = std::from_chars(n.data() + 1, n.data() + n.size(), number);
       if ((n[0] != '$' && n[0] != '?') || ec != std::errc() || ptr != n.data() + n.size() ||
-          number != static_cast<size_t>(i)) {
+          number < 1 || number > statement.params.size()) {
         return Fail(Error{ErrorCode::kSqlError,
-                          "unsupported placeholder '" + std::string(n) + "'; expected $1…$n or ?",
+                          "unsupported placeholder '" + std::string(n) + "'; expected $1…$" +
+                              std::to_string(statement.params.size()) + " or ?",
                           {{"sqlite_code", "\"SQLITE_RANGE\""}}});
       }
+      index = number - 1;
     }
     const Param& p = statement.params[index];
     switch (p.kind) {
@@ -231,6 +239,8 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
     for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     result.columns.push_back({sqlite3_column_name(stmt.get(), c), std::move(type)});
   }
+  const int64_t changes_before = sqlite3_total_changes64(db);
+  const int64_t rowid_before = sqlite3_last_insert_rowid(db);
   for (;;) {
     rc = sqlite3_step(stmt.get());
     if (rc == SQLITE_DONE) break;
@@ -244,45 +254,45 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
     }
     result.rows.push_back(std::move(row));
   }
-  if (!sqlite3_stmt_readonly(stmt.get())) {
-    result.rows_affected = static_cast<uint64_t>(sqlite3_changes64(db));
+  // sqlite3_changes64() keeps the last DML's count across DDL: count this statement's own.
+  result.rows_affected = static_cast<uint64_t>(sqlite3_total_changes64(db) - changes_before);
+  if (sqlite3_last_insert_rowid(db) != rowid_before)
     result.last_insert_id = sqlite3_last_insert_rowid(db);
-  }
   return result;
 }
 
 class SqliteSqlBackend;
 
-// The connections, each used by one job (or one transaction) at a time.
+// The connections, each used by one job (or one transaction) at a time. Waiting for one is
+// asynchronous: only a coroutine holding a connection ever occupies a worker thread, and there are
+// as many threads as connections, so a transaction that holds the write lock always finds a
+// thread for its next statement.
 class ConnectionPool {
  public:
   void Add(std::shared_ptr<Connection> conn) {
     std::lock_guard lock(mu_);
     idle_.push_back(std::move(conn));
   }
-  // Waits for a free connection until `deadline` (a pool thread may block here).
-  Result<std::shared_ptr<Connection>> Acquire(Clock::time_point deadline) {
-    std::unique_lock lock(mu_);
-    if (!cv_.wait_until(lock, deadline, [&] { return !idle_.empty(); })) {
-      return Fail(ErrorCode::kSqlUnavailable,
-                  "no free SQLite connection before the request deadline");
-    }
-    auto conn = std::move(idle_.back());
-    idle_.pop_back();
-    return conn;
+  boost::asio::awaitable<Result<std::shared_ptr<Connection>>> Acquire(Clock::time_point deadline) {
+    auto try_now = [this]() -> std::optional<std::shared_ptr<Connection>> {
+      if (idle_.empty()) return std::nullopt;
+      auto conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    };
+    Error timeout{
+        ErrorCode::kSqlUnavailable, "no free SQLite connection before the request deadline", {}};
+    co_return co_await waiters_.Wait(mu_, deadline, std::move(try_now), std::move(timeout));
   }
   void Release(std::shared_ptr<Connection> conn) {
-    {
-      std::lock_guard lock(mu_);
-      idle_.push_back(std::move(conn));
-    }
-    cv_.notify_one();
+    std::lock_guard lock(mu_);
+    if (!waiters_.Offer(conn)) idle_.push_back(std::move(conn));
   }
 
  private:
   std::mutex mu_;
-  std::condition_variable cv_;
   std::vector<std::shared_ptr<Connection>> idle_;
+  WaitList<std::shared_ptr<Connection>> waiters_;
 };
 
 class SqliteTransaction final : public Transaction {
@@ -343,34 +353,33 @@ class SqliteSqlBackend final : public SqlBackend {
   std::string name() const override { return "sqlite"; }
 
   Task<ResultSet> Run(Statement statement, Limits limits) override {
-    auto job = [connections = connections_, statement = std::move(statement),
-                limits]() -> Result<ResultSet> {
-      auto conn = connections->Acquire(limits.deadline);
-      if (!conn) return Fail(conn.error());
-      auto result = Execute(**conn, statement, StatementDeadline(limits));
-      connections->Release(std::move(*conn));
-      return result;
+    auto conn = co_await connections_->Acquire(limits.deadline);
+    if (!conn) co_return Fail(conn.error());
+    auto job = [conn = *conn, statement = std::move(statement), limits]() {
+      return Execute(*conn, statement, StatementDeadline(limits));
     };
-    co_return co_await pool_.Run(std::move(job));
+    auto result = co_await pool_.Run(std::move(job));
+    connections_->Release(std::move(*conn));
+    co_return result;
   }
 
   Task<std::unique_ptr<Transaction>> Begin(Limits limits) override {
-    auto job = [connections = connections_, limits]() -> Result<std::shared_ptr<Connection>> {
-      auto conn = connections->Acquire(limits.deadline);
-      if (!conn) return Fail(conn.error());
-      (*conn)->deadline = StatementDeadline(limits);
+    auto conn = co_await connections_->Acquire(limits.deadline);
+    if (!conn) co_return Fail(conn.error());
+    auto job = [conn = *conn, limits]() -> Result<void> {
+      conn->deadline = StatementDeadline(limits);
+      SetBusyTimeout(*conn, limits.deadline);
       // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so a transaction
       // never fails later for want of upgrading a read lock.
-      int rc = sqlite3_exec((*conn)->db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
-      if (rc != SQLITE_OK) {
-        Error error = ConnectionError((*conn)->db, rc);
-        connections->Release(std::move(*conn));
-        return Fail(std::move(error));
-      }
-      return std::move(*conn);
+      int rc = sqlite3_exec(conn->db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (rc != SQLITE_OK) return Fail(ConnectionError(conn->db, rc));
+      return {};
     };
-    auto conn = co_await pool_.Run(std::move(job));
-    if (!conn) co_return Fail(conn.error());
+    auto begun = co_await pool_.Run(std::move(job));
+    if (!begun) {
+      connections_->Release(std::move(*conn));
+      co_return Fail(begun.error());
+    }
     co_return std::unique_ptr<Transaction>(std::make_unique<SqliteTransaction>(
         connections_, pool_, std::move(*conn), StatementDeadline(limits)));
   }
