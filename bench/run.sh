@@ -165,8 +165,8 @@ start_servers() {
       "$MIKCAR" --kv --no-auth --port $((BASE + 2 + off)) "${threads[@]}" --log-level warn
     # SQL on PostgreSQL (started by start_postgres before the servers).
     DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?pool_max=$SQL_CONNS" \
-      start mikcar-sql-$c $c $((BASE + 7 + off)) \
-      "$MIKCAR" --sql --no-auth --port $((BASE + 7 + off)) "${threads[@]}" --log-level warn
+      start mikcar-sql-$c $c $((BASE + 60 + off)) \
+      "$MIKCAR" --sql --no-auth --port $((BASE + 60 + off)) "${threads[@]}" --log-level warn
     # Object storage on the embedded file:// backend; nginx serves the same root.
     STORAGE_URL=file://$TMP/objects-$c start mikcar-storage-$c $c $((BASE + 5 + off)) \
       "$MIKCAR" --storage --no-auth --port $((BASE + 5 + off)) "${threads[@]}" --log-level warn \

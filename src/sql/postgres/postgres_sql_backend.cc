@@ -1,6 +1,5 @@
 #include "sql/postgres/postgres_sql_backend.h"
 
-#include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
@@ -20,6 +19,7 @@
 #include "common/json.h"
 #include "common/units.h"
 #include "common/wait_list.h"
+#include "sql/postgres/libpq.h"
 #include "sql/postgres/pg_values.h"
 
 namespace mikcar::sql {
@@ -27,6 +27,8 @@ namespace {
 
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
+// libpq's functions, loaded by OpenPostgresSqlBackend() before any connection exists.
+const LibPq* pq = nullptr;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 // Parameter types sent with a statement; 0 leaves the type to the server (text and null).
@@ -52,10 +54,10 @@ std::string Trimmed(const char* message) {
 
 // A database error with its SQLSTATE; the status follows the SQLSTATE class.
 Error ResultError(const PGresult* res) {
-  std::string state = Trimmed(PQresultErrorField(res, PG_DIAG_SQLSTATE));
-  std::string message = Trimmed(PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
-  if (message.empty()) message = Trimmed(PQresultErrorMessage(res));
-  if (const char* detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL))
+  std::string state = Trimmed(pq->PQresultErrorField(res, PG_DIAG_SQLSTATE));
+  std::string message = Trimmed(pq->PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+  if (message.empty()) message = Trimmed(pq->PQresultErrorMessage(res));
+  if (const char* detail = pq->PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL))
     message += " (" + Trimmed(detail) + ")";
   ErrorCode code = ErrorCode::kSqlError;
   if (state.starts_with("23") || state == "40001" || state == "40P01") {
@@ -75,14 +77,14 @@ struct PgConnection {
   PGconn* conn = nullptr;
   std::chrono::milliseconds statement_timeout{0};  // the value last SET on the session
   bool broken = false;
-  ~PgConnection() { PQfinish(conn); }
+  ~PgConnection() { pq->PQfinish(conn); }
 
   // True while the socket is open and silent: an idle connection has nothing to read, so EOF or
   // any byte (a FATAL from a shutting-down server) means it is gone.
   bool Alive() const {
-    if (broken || PQstatus(conn) != CONNECTION_OK) return false;
+    if (broken || pq->PQstatus(conn) != CONNECTION_OK) return false;
     char byte;
-    ssize_t n = ::recv(PQsocket(conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    ssize_t n = ::recv(pq->PQsocket(conn), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
 };
@@ -218,19 +220,19 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
     }
     values[i] = storage[i].c_str();
   }
-  if (!PQsendQueryParams(c.conn, statement.sql.c_str(), static_cast<int>(n), types.data(),
-                         values.data(), nullptr, nullptr, 0)) {
-    c.broken = PQstatus(c.conn) != CONNECTION_OK;
-    std::string why = Trimmed(PQerrorMessage(c.conn));
+  if (!pq->PQsendQueryParams(c.conn, statement.sql.c_str(), static_cast<int>(n), types.data(),
+                             values.data(), nullptr, nullptr, 0)) {
+    c.broken = pq->PQstatus(c.conn) != CONNECTION_OK;
+    std::string why = Trimmed(pq->PQerrorMessage(c.conn));
     co_return Fail(c.broken ? Unavailable(why) : Error{ErrorCode::kSqlError, why, {}});
   }
-  const int fd = PQsocket(c.conn);
+  const int fd = pq->PQsocket(c.conn);
   for (;;) {
-    int flushed = PQflush(c.conn);
+    int flushed = pq->PQflush(c.conn);
     if (flushed == 0) break;
     if (flushed < 0) {
       c.broken = true;
-      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c.conn))));
+      co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c.conn))));
     }
     auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_write, deadline);
     if (!ready) {
@@ -241,39 +243,40 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
   ResultSet result;
   std::optional<Error> failure;
   for (;;) {
-    while (PQisBusy(c.conn)) {
+    while (pq->PQisBusy(c.conn)) {
       auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_read, deadline);
       if (!ready) {
         c.broken = true;  // a statement still runs on it: never reuse it
         co_return Fail(ready.error());
       }
-      if (!PQconsumeInput(c.conn)) {
+      if (!pq->PQconsumeInput(c.conn)) {
         c.broken = true;
-        co_return Fail(Unavailable(Trimmed(PQerrorMessage(c.conn))));
+        co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c.conn))));
       }
     }
-    PGresult* res = PQgetResult(c.conn);
+    PGresult* res = pq->PQgetResult(c.conn);
     if (!res) break;
-    std::unique_ptr<PGresult, decltype(&PQclear)> owned(res, &PQclear);
-    switch (PQresultStatus(res)) {
+    auto clear = [](PGresult* r) { pq->PQclear(r); };
+    std::unique_ptr<PGresult, decltype(clear)> owned(res, clear);
+    switch (pq->PQresultStatus(res)) {
       case PGRES_TUPLES_OK: {
-        const int columns = PQnfields(res);
-        const int rows = PQntuples(res);
+        const int columns = pq->PQnfields(res);
+        const int rows = pq->PQntuples(res);
         result.columns.clear();
         for (int col = 0; col < columns; ++col)
-          result.columns.push_back({PQfname(res, col), PgTypeName(PQftype(res, col))});
+          result.columns.push_back({pq->PQfname(res, col), PgTypeName(pq->PQftype(res, col))});
         result.rows.reserve(static_cast<size_t>(rows));
         for (int r = 0; r < rows; ++r) {
           std::vector<std::string> row;
           row.reserve(static_cast<size_t>(columns));
           for (int col = 0; col < columns; ++col) {
-            if (PQgetisnull(res, r, col)) {
+            if (pq->PQgetisnull(res, r, col)) {
               row.emplace_back("null");
             } else {
               row.push_back(
-                  PgCell(PQftype(res, col),
-                         std::string_view(PQgetvalue(res, r, col),
-                                          static_cast<size_t>(PQgetlength(res, r, col)))));
+                  PgCell(pq->PQftype(res, col),
+                         std::string_view(pq->PQgetvalue(res, r, col),
+                                          static_cast<size_t>(pq->PQgetlength(res, r, col)))));
             }
           }
           result.rows.push_back(std::move(row));
@@ -282,7 +285,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
         break;
       }
       case PGRES_COMMAND_OK: {
-        const char* tuples = PQcmdTuples(res);
+        const char* tuples = pq->PQcmdTuples(res);
         uint64_t affected = 0;
         std::from_chars(tuples, tuples + std::strlen(tuples), affected);
         result.rows_affected = affected;
@@ -295,15 +298,16 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
         break;
       default:
         if (!failure) {
-          failure = Error{ErrorCode::kSqlError,
-                          std::string("unsupported result: ") + PQresStatus(PQresultStatus(res)) +
-                              " (COPY and replication are not available over /sql)",
-                          {}};
+          failure =
+              Error{ErrorCode::kSqlError,
+                    std::string("unsupported result: ") + pq->PQresStatus(pq->PQresultStatus(res)) +
+                        " (COPY and replication are not available over /sql)",
+                    {}};
         }
         break;
     }
   }
-  if (PQstatus(c.conn) != CONNECTION_OK) c.broken = true;
+  if (pq->PQstatus(c.conn) != CONNECTION_OK) c.broken = true;
   if (failure) co_return Fail(std::move(*failure));
   co_return result;
 }
@@ -379,7 +383,7 @@ class PgPool {
 
   // Returns a connection after use; broken ones are closed.
   void Release(std::unique_ptr<PgConnection> conn) {
-    if (!conn || conn->broken || PQtransactionStatus(conn->conn) != PQTRANS_IDLE) {
+    if (!conn || conn->broken || pq->PQtransactionStatus(conn->conn) != PQTRANS_IDLE) {
       conn.reset();
       Drop();
       return;
@@ -425,22 +429,22 @@ class PgPool {
     keys.push_back(nullptr);
     vals.push_back(nullptr);
     auto c = std::make_unique<PgConnection>();
-    c->conn = PQconnectStartParams(keys.data(), vals.data(), 0);
+    c->conn = pq->PQconnectStartParams(keys.data(), vals.data(), 0);
     if (!c->conn) co_return Fail(Unavailable("out of memory"));
-    if (PQstatus(c->conn) == CONNECTION_BAD)
-      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+    if (pq->PQstatus(c->conn) == CONNECTION_BAD)
+      co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c->conn))));
     for (;;) {
-      PostgresPollingStatusType poll = PQconnectPoll(c->conn);
+      PostgresPollingStatusType poll = pq->PQconnectPoll(c->conn);
       if (poll == PGRES_POLLING_OK) break;
       if (poll == PGRES_POLLING_FAILED)
-        co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+        co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c->conn))));
       auto type = poll == PGRES_POLLING_READING ? asio::posix::descriptor_base::wait_read
                                                 : asio::posix::descriptor_base::wait_write;
-      auto ready = co_await WaitSocket(PQsocket(c->conn), type, deadline);
+      auto ready = co_await WaitSocket(pq->PQsocket(c->conn), type, deadline);
       if (!ready) co_return Fail(Unavailable("connecting: " + ready.error().message));
     }
-    if (PQsetnonblocking(c->conn, 1) != 0)
-      co_return Fail(Unavailable(Trimmed(PQerrorMessage(c->conn))));
+    if (pq->PQsetnonblocking(c->conn, 1) != 0)
+      co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c->conn))));
     c->statement_timeout = default_timeout_;
     co_return c;
   }
@@ -572,6 +576,9 @@ Result<size_t> SizeParam(const Uri& uri, std::string_view name, size_t fallback)
 }  // namespace
 
 Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
+  auto library = LoadLibPq();
+  if (!library) return Fail(library.error());
+  pq = *library;
   auto pool_max = SizeParam(uri, "pool_max", 16);
   if (!pool_max) return Fail(pool_max.error());
   if (*pool_max == 0) return Fail(ErrorCode::kBadRequest, "pool_max: expected at least 1");
@@ -620,9 +627,9 @@ Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
   for (const auto& k : params.keywords) keys.push_back(k.c_str());
   for (const auto& k : params.keywords) {
     bool known = false;
-    PQconninfoOption* defaults = PQconndefaults();
+    PQconninfoOption* defaults = pq->PQconndefaults();
     for (PQconninfoOption* o = defaults; o && o->keyword; ++o) known = known || k == o->keyword;
-    PQconninfoFree(defaults);
+    pq->PQconninfoFree(defaults);
     if (!known) {
       return Fail(ErrorCode::kBadRequest, "unknown connection parameter '" + k +
                                               "'; expected libpq parameters (sslmode, "
