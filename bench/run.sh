@@ -310,25 +310,26 @@ storage_put_targets() {  # 1 MiB PUTs over 100 names (each replaces an object)
 }
 
 # PostgreSQL point select: mikcar /sql/query against pgbench -S (same query, same protocol:
-# unnamed extended-protocol statements) at the same concurrency as mikcar's pool.
+# unnamed extended-protocol statements), nothing pinned (PostgreSQL needs a core of its own too).
+# At 16 connections (mikcar's pool_max) for throughput, and at 1 for the latency mikcar adds.
 SQL_CONNS=16
-sql_targets() {
-  local r=$1 c out cpu0 cpu1 pids
-  for c in 1 n; do
-    MEASURE_CONNS=$SQL_CONNS measure sql-select mikcar-sql mikcar-sql-$c "$r" / "$BENCH/lua/sql.lua"
-  done
-  [ "$r" = 0 ] && return 0
-  pids=$(pgrep -u postgres -f "postgres" | paste -sd' ')
-  cpu0=$(cpu_ns $pids)
-  out=$(taskset -c "$CLIENT_CPU" pgbench -n -S -M extended -c $SQL_CONNS -j 1 -T "$DURATION" \
-    -h 127.0.0.1 -p "$PG_PORT" -U postgres bench 2>&1)
-  cpu1=$(cpu_ns $pids)
-  echo "$out" | awk -v r="$r" '
-    /^number of transactions actually processed/ { n = $NF }
+pgbench_round() {  # pgbench_round SCENARIO CLIENTS ROUND
+  local out
+  out=$(pgbench -n -S -M extended -c "$2" -j 1 -T "$DURATION" -h 127.0.0.1 -p "$PG_PORT" \
+    -U postgres bench 2>&1)
+  echo "$out" | awk -v s="$1" -v r="$3" '
     /^latency average/ { lat = $4 }
     /^tps/ { tps = $3 }
-    END { printf "sql-select\t1\tpgbench\t%s\t%.0f\t%.3f\t\t0\t0\n", r, tps, lat }' >>"$RESULTS"
+    END { printf "%s\tn\tpgbench\t%s\t%.0f\t%.3f\t\t0\t0\n", s, r, tps, lat }' >>"$RESULTS"
   tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  avg %6.3f ms\n", $1, $2, $3, $4, $5, $6 }'
+}
+sql_targets() {
+  local r=$1
+  MEASURE_CONNS=$SQL_CONNS measure sql-c16 mikcar-sql mikcar-sql-n "$r" / "$BENCH/lua/sql.lua"
+  MEASURE_CONNS=1 measure sql-c1 mikcar-sql mikcar-sql-n "$r" / "$BENCH/lua/sql.lua"
+  [ "$r" = 0 ] && return 0
+  pgbench_round sql-c16 $SQL_CONNS "$r"
+  pgbench_round sql-c1 1 "$r"
 }
 
 # A throwaway PostgreSQL 15 cluster (fsync off) with pgbench's tables at scale 1.
@@ -400,7 +401,7 @@ display_name() {
     nginx-static) echo "nginx static file (sendfile)" ;;
     nginx-dav) echo "nginx WebDAV PUT (no fsync)" ;;
     mikcar-sql) echo "mikcar /sql/query → PostgreSQL" ;;
-    pgbench) echo "pgbench -S (libpq, same query)" ;;
+    pgbench) echo "pgbench -S (libpq; p50 = its average)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     *) echo "$1" ;;
@@ -442,7 +443,7 @@ report() {
       kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
-      sql-*) to_nginx=$(ratio "$key" "$s|1|pgbench") ;;
+      sql-*) to_nginx=$(ratio "$key" "$s|$c|pgbench") ;;
     esac
     [[ "$l" == nginx* ]] && to_nginx=ref
     [ "$l" = webdis ] && to_webdis=ref

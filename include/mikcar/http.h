@@ -31,6 +31,16 @@ class BodyStream {
   // Errors: a streamed request body fails with TIMEOUT when the client sends nothing for the idle
   // timeout, PAYLOAD_TOO_LARGE past the route's limit, BAD_REQUEST on a malformed body.
   virtual boost::asio::awaitable<Result<std::string_view>> Next() = 0;
+
+  // A response body that is bytes of an open file already in the page cache: the server sends
+  // it with sendfile(2) from the kernel, without copies, and never calls Next(). The stream keeps
+  // `fd` open while it exists.
+  struct FileRegion {
+    int fd = -1;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+  };
+  virtual std::optional<FileRegion> file_region() const { return std::nullopt; }
 };
 
 class Request {

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -195,6 +196,8 @@ struct Server::Impl {
   template <typename Conn>
   asio::awaitable<bool> WriteStreamed(Conn& conn, const Request& request, Response& response,
                                       unsigned version, bool keep_alive);
+  template <typename Conn>
+  asio::awaitable<bool> SendFile(Conn& conn, BodyStream::FileRegion region);
   // Content type, trace id, extra and CORS headers; true when the response is a range.
   bool SetHeaders(const Request& request, const Response& response, bhttp::fields& out) const;
   void Finish(const Request& request, Response& response, bool head,
@@ -651,6 +654,12 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
   out.body().data = nullptr;
   out.body().more = true;
   bhttp::response_serializer<bhttp::buffer_body> serializer{out};
+  if (auto region = response.stream->file_region()) {
+    conn.Arm(Clock::now() + options.timeout);
+    auto [hec, hn] = co_await bhttp::async_write_header(conn.socket, serializer, kTuple);
+    if (hec || region->length != response.stream_length) co_return false;
+    co_return co_await SendFile(conn, *region);
+  }
   // The header goes out with the first chunk, and the last chunk ends the message: a small body
   // is one write.
   uint64_t sent = 0;
@@ -676,6 +685,33 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
     if (ec && ec != bhttp::error::need_buffer) co_return false;
     if (last) co_return true;
   }
+}
+
+// Sends a file region with sendfile(2): the kernel copies page-cache pages to the socket. The
+// socket is non-blocking, so a full send buffer is awaited on the event loop.
+template <typename Conn>
+asio::awaitable<bool> Server::Impl::SendFile(Conn& conn, BodyStream::FileRegion region) {
+  boost::system::error_code ec;
+  conn.socket.native_non_blocking(true, ec);
+  if (ec) co_return false;
+  off_t offset = static_cast<off_t>(region.offset);
+  uint64_t left = region.length;
+  while (left > 0) {
+    ssize_t n = ::sendfile(conn.socket.native_handle(), region.fd, &offset,
+                           static_cast<size_t>(std::min<uint64_t>(left, 1u << 30)));
+    if (n > 0) {
+      left -= static_cast<uint64_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      conn.Arm(Clock::now() + options.stream_idle_timeout);
+      auto [wec] = co_await conn.socket.async_wait(asio::socket_base::wait_write, kTuple);
+      if (wec) co_return false;
+    } else {
+      co_return false;  // the file shrank (n == 0) or the connection failed
+    }
+  }
+  co_return true;
 }
 
 bool Server::Impl::SetHeaders(const Request& request, const Response& response,
