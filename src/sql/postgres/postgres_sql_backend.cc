@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -77,7 +78,33 @@ struct PgConnection {
   PGconn* conn = nullptr;
   std::chrono::milliseconds statement_timeout{0};  // the value last SET on the session
   bool broken = false;
-  ~PgConnection() { pq->PQfinish(conn); }
+  // The socket, registered once with the event loop of the I/O thread that last used the
+  // connection (a fresh registration per wait cost three epoll_ctl calls and an ioctl).
+  std::unique_ptr<asio::posix::stream_descriptor> socket;
+  const asio::execution_context* home = nullptr;
+
+  ~PgConnection() {
+    if (socket) socket->release();  // libpq owns the file descriptor
+    pq->PQfinish(conn);
+  }
+
+  // Forgets the registration (before the event loop it belongs to goes away).
+  void Unregister() {
+    if (socket) socket->release();
+    socket.reset();
+    home = nullptr;
+  }
+
+  // The socket registered with `ex`'s event loop.
+  asio::posix::stream_descriptor& SocketOn(const asio::any_io_executor& ex) {
+    const asio::execution_context* context = &asio::query(ex, asio::execution::context);
+    if (!socket || home != context) {
+      if (socket) socket->release();
+      socket = std::make_unique<asio::posix::stream_descriptor>(ex, pq->PQsocket(conn));
+      home = context;
+    }
+    return *socket;
+  }
 
   // True while the socket is open and silent: an idle connection has nothing to read, so EOF or
   // any byte (a FATAL from a shutting-down server) means it is gone.
@@ -89,12 +116,11 @@ struct PgConnection {
   }
 };
 
-// Waits until the connection's socket is readable or writable, or the deadline. The descriptor
-// is registered with this coroutine's own io_context and released (never closed) afterwards.
-asio::awaitable<Result<void>> WaitSocket(int fd, asio::posix::descriptor_base::wait_type type,
+// Waits until `socket` is readable or writable, or the deadline.
+asio::awaitable<Result<void>> WaitSocket(asio::posix::stream_descriptor& socket,
+                                         asio::posix::descriptor_base::wait_type type,
                                          Clock::time_point deadline) {
   auto ex = co_await asio::this_coro::executor;
-  asio::posix::stream_descriptor socket(ex, fd);
   auto expired = std::make_shared<bool>(false);
   auto active = std::make_shared<bool>(true);
   asio::steady_timer timer(ex, deadline);
@@ -106,7 +132,6 @@ asio::awaitable<Result<void>> WaitSocket(int fd, asio::posix::descriptor_base::w
   auto [ec] = co_await socket.async_wait(type, kTuple);
   *active = false;
   timer.cancel();
-  socket.release();
   if (*expired)
     co_return Fail(ErrorCode::kSqlTimeout, "PostgreSQL did not answer before the request deadline");
   if (ec) co_return Fail(Unavailable(ec.message()));
@@ -226,7 +251,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
     std::string why = Trimmed(pq->PQerrorMessage(c.conn));
     co_return Fail(c.broken ? Unavailable(why) : Error{ErrorCode::kSqlError, why, {}});
   }
-  const int fd = pq->PQsocket(c.conn);
+  auto& socket = c.SocketOn(co_await asio::this_coro::executor);
   for (;;) {
     int flushed = pq->PQflush(c.conn);
     if (flushed == 0) break;
@@ -234,7 +259,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
       c.broken = true;
       co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c.conn))));
     }
-    auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_write, deadline);
+    auto ready = co_await WaitSocket(socket, asio::posix::descriptor_base::wait_write, deadline);
     if (!ready) {
       c.broken = true;
       co_return Fail(ready.error());
@@ -244,7 +269,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
   std::optional<Error> failure;
   for (;;) {
     while (pq->PQisBusy(c.conn)) {
-      auto ready = co_await WaitSocket(fd, asio::posix::descriptor_base::wait_read, deadline);
+      auto ready = co_await WaitSocket(socket, asio::posix::descriptor_base::wait_read, deadline);
       if (!ready) {
         c.broken = true;  // a statement still runs on it: never reuse it
         co_return Fail(ready.error());
@@ -349,6 +374,8 @@ class PgPool {
   std::chrono::milliseconds default_timeout() const { return default_timeout_; }
 
   asio::awaitable<Result<std::unique_ptr<PgConnection>>> Acquire(Clock::time_point deadline) {
+    const asio::execution_context* here =
+        &asio::query(co_await asio::this_coro::executor, asio::execution::context);
     for (int attempt = 0; attempt < 64; ++attempt) {
       std::unique_ptr<PgConnection> conn;
       bool create = false;
@@ -356,8 +383,12 @@ class PgPool {
         std::lock_guard lock(mu_);
         if (closed_) co_return Fail(Unavailable("the pool is closed"));
         if (!idle_.empty()) {
-          conn = std::move(idle_.back());
-          idle_.pop_back();
+          // Prefer one whose socket is registered with this thread's event loop.
+          auto it = std::find_if(idle_.rbegin(), idle_.rend(),
+                                 [here](const auto& c) { return c->home == here; });
+          auto pick = it == idle_.rend() ? idle_.end() - 1 : std::next(it).base();
+          conn = std::move(*pick);
+          idle_.erase(pick);
         } else if (total_ < max_) {
           ++total_;
           create = true;
@@ -440,7 +471,11 @@ class PgPool {
         co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c->conn))));
       auto type = poll == PGRES_POLLING_READING ? asio::posix::descriptor_base::wait_read
                                                 : asio::posix::descriptor_base::wait_write;
-      auto ready = co_await WaitSocket(pq->PQsocket(c->conn), type, deadline);
+      // The socket may change while libpq tries addresses: a registration per wait.
+      asio::posix::stream_descriptor socket(co_await asio::this_coro::executor,
+                                            pq->PQsocket(c->conn));
+      auto ready = co_await WaitSocket(socket, type, deadline);
+      socket.release();
       if (!ready) co_return Fail(Unavailable("connecting: " + ready.error().message));
     }
     if (pq->PQsetnonblocking(c->conn, 1) != 0)
@@ -550,7 +585,11 @@ class PostgresSqlBackend final : public SqlBackend {
     }
     Statement ping{"SELECT 1", {}};
     auto result = co_await Exec(*held.front(), ping, limits.deadline);
-    for (auto& c : held) pool_->Release(std::move(c));
+    // The check may run on a private event loop (CheckReady() at start-up) that ends with it.
+    for (auto& c : held) {
+      c->Unregister();
+      pool_->Release(std::move(c));
+    }
     if (!result) co_return Fail(result.error());
     co_return Result<void>{};
   }
