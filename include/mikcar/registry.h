@@ -83,4 +83,15 @@ class BackendRegistry {
   std::vector<Entry> entries_;
 };
 
+// A service's process-wide registry, with `register_builtins` run on first use.
+template <typename Backend>
+BackendRegistry<Backend>& ServiceRegistry(void (*register_builtins)(BackendRegistry<Backend>&)) {
+  static BackendRegistry<Backend>* registry = [register_builtins] {
+    auto* r = new BackendRegistry<Backend>();  // never destroyed: used until exit
+    register_builtins(*r);
+    return r;
+  }();
+  return *registry;
+}
+
 }  // namespace mikcar

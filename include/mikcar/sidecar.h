@@ -31,6 +31,12 @@ class Sidecar {
   virtual void Shutdown() {}
 };
 
+// A route handler calling a member function: {"GET", "/x", BindHandler(this, &MySidecar::X)}.
+template <typename T>
+Handler BindHandler(T* self, boost::asio::awaitable<Result<Response>> (T::*method)(Request&)) {
+  return [self, method](Request& request) { return (self->*method)(request); };
+}
+
 // Runs `sidecar.Ready()` to completion on a private event loop, waiting at most `timeout`
 // (UNAVAILABLE when it takes longer). For start-up checks, before serving.
 Result<void> CheckReady(Sidecar& sidecar, std::chrono::milliseconds timeout);

@@ -4,15 +4,10 @@
 #include <array>
 #include <cctype>
 
+#include "common/hex.h"
+
 namespace mikcar {
 namespace {
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -47,7 +42,7 @@ Result<std::string> PercentDecode(std::string_view in, bool plus_is_space) {
         return Fail(ErrorCode::kBadRequest,
                     "malformed percent-encoding: '%' must be followed by two hex digits");
       }
-      int hi = HexValue(in[i + 1]), lo = HexValue(in[i + 2]);
+      int hi = HexDigitValue(in[i + 1]), lo = HexDigitValue(in[i + 2]);
       if (hi < 0 || lo < 0) {
         return Fail(ErrorCode::kBadRequest,
                     "malformed percent-encoding: '%' must be followed by two hex digits");

@@ -188,11 +188,7 @@ class KvSidecar final : public Sidecar {
   void Shutdown() override { backend_->Close(); }
 
   std::vector<Route> Routes() override {
-    auto bind = [this](auto method) {
-      return [this, method](Request& r) -> asio::awaitable<Result<Response>> {
-        return (this->*method)(r);
-      };
-    };
+    auto bind = [this](auto method) { return BindHandler(this, method); };
     return {
         {"GET", "/get/{key}", bind(&KvSidecar::Get)},
         {"POST", "/get/batch", bind(&KvSidecar::GetBatch)},
@@ -508,12 +504,7 @@ class KvSidecar final : public Sidecar {
 }  // namespace
 
 BackendRegistry<kv::KvBackend>& KvService::Registry() {
-  static BackendRegistry<kv::KvBackend>* registry = [] {
-    auto* r = new BackendRegistry<kv::KvBackend>();
-    kv::RegisterBuiltinBackends(*r);
-    return r;
-  }();
-  return *registry;
+  return ServiceRegistry(&kv::RegisterBuiltinBackends);
 }
 
 Result<std::unique_ptr<Sidecar>> KvService::FromUrl(std::string_view url) {

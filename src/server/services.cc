@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/hex.h"
 #include "mikcar/storage/storage.h"
 #endif
 
@@ -65,9 +66,7 @@ Result<std::string> PresignKey(const std::string& data_dir) {
   if (fd < 0 && errno == ENOENT) {
     unsigned char raw[32];
     RAND_bytes(raw, sizeof raw);
-    static constexpr char kHex[] = "0123456789abcdef";
-    std::string key;
-    for (unsigned char c : raw) key += {kHex[c >> 4], kHex[c & 15]};
+    std::string key = HexEncode(std::string_view(reinterpret_cast<char*>(raw), sizeof raw));
     fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd >= 0) {
       bool ok = ::write(fd, key.data(), key.size()) == static_cast<ssize_t>(key.size()) &&

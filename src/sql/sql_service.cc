@@ -145,11 +145,7 @@ class SqlSidecar final : public Sidecar {
   void Shutdown() override { backend_->Close(); }
 
   std::vector<Route> Routes() override {
-    auto bind = [this](auto method) {
-      return [this, method](Request& r) -> asio::awaitable<Result<Response>> {
-        return (this->*method)(r);
-      };
-    };
+    auto bind = [this](auto method) { return BindHandler(this, method); };
     return {
         {"POST", "/query", bind(&SqlSidecar::Query)},
         {"POST", "/execute", bind(&SqlSidecar::Execute)},
@@ -240,12 +236,7 @@ class SqlSidecar final : public Sidecar {
 }  // namespace
 
 BackendRegistry<sql::SqlBackend>& SqlService::Registry() {
-  static BackendRegistry<sql::SqlBackend>* registry = [] {
-    auto* r = new BackendRegistry<sql::SqlBackend>();
-    sql::RegisterBuiltinBackends(*r);
-    return r;
-  }();
-  return *registry;
+  return ServiceRegistry(&sql::RegisterBuiltinBackends);
 }
 
 Result<std::unique_ptr<Sidecar>> SqlService::FromUrl(std::string_view url) {

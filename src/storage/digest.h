@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/hex.h"
+
 namespace mikcar::storage {
 
 class Md5 {
@@ -28,15 +30,6 @@ class Md5 {
 };
 
 // "\"<32 hex digits>\"" for a raw MD5.
-inline std::string EtagOf(std::string_view md5) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string etag = "\"";
-  for (unsigned char c : md5) {
-    etag += kHex[c >> 4];
-    etag += kHex[c & 15];
-  }
-  etag += '"';
-  return etag;
-}
+inline std::string EtagOf(std::string_view md5) { return "\"" + HexEncode(md5) + "\""; }
 
 }  // namespace mikcar::storage

@@ -6,20 +6,12 @@
 
 #include <charconv>
 
+#include "common/hex.h"
+
 namespace mikcar::storage {
 namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
-
-std::string Hex(const unsigned char* data, size_t n) {
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[data[i] >> 4];
-    out += kHex[data[i] & 15];
-  }
-  return out;
-}
 
 // Percent-encodes a path for a URL, keeping '/' and unreserved characters.
 std::string EncodePath(std::string_view path) {
@@ -54,7 +46,7 @@ std::string UrlSigner::Mac(std::string_view method, std::string_view path,
   unsigned int n = 0;
   HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
        reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &n);
-  return Hex(mac, n);
+  return HexEncode(std::string_view(reinterpret_cast<char*>(mac), n));
 }
 
 std::string UrlSigner::Sign(std::string_view mount, std::string_view method, std::string_view path,

@@ -93,11 +93,7 @@ class StorageSidecar final : public Sidecar {
   void Shutdown() override { backend_->Close(); }
 
   std::vector<Route> Routes() override {
-    auto bind = [this](auto method) {
-      return [this, method](Request& r) -> asio::awaitable<Result<Response>> {
-        return (this->*method)(r);
-      };
-    };
+    auto bind = [this](auto method) { return BindHandler(this, method); };
     Route put{"PUT", "/object/{*path}", bind(&StorageSidecar::Put), Access::kOptional};
     put.streamed_body = true;
     put.body_limit = options_.max_object_size;
@@ -387,12 +383,7 @@ class StorageSidecar final : public Sidecar {
 }  // namespace
 
 BackendRegistry<storage::StorageBackend>& StorageService::Registry() {
-  static BackendRegistry<storage::StorageBackend>* registry = [] {
-    auto* r = new BackendRegistry<storage::StorageBackend>();
-    storage::RegisterBuiltinBackends(*r);
-    return r;
-  }();
-  return *registry;
+  return ServiceRegistry(&storage::RegisterBuiltinBackends);
 }
 
 Result<std::unique_ptr<Sidecar>> StorageService::FromUrl(std::string_view url,

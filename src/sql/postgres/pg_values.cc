@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "common/hex.h"
 #include "common/json.h"
 #include "sql/cells.h"
 
@@ -112,19 +113,12 @@ const TypeInfo* Find(PgOid oid) {
   return nullptr;
 }
 
-int HexDigit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // bytea output in hex format: "\x4142".
 std::optional<std::string> DecodeBytea(std::string_view text) {
   if (!text.starts_with("\\x") || text.size() % 2 != 0) return std::nullopt;
   std::string out;
   for (size_t i = 2; i < text.size(); i += 2) {
-    int hi = HexDigit(text[i]), lo = HexDigit(text[i + 1]);
+    int hi = HexDigitValue(text[i]), lo = HexDigitValue(text[i + 1]);
     if (hi < 0 || lo < 0) return std::nullopt;
     out += static_cast<char>(hi * 16 + lo);
   }

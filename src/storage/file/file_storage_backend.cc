@@ -22,6 +22,7 @@
 #include <unordered_map>
 
 #include "common/blocking_pool.h"
+#include "common/hex.h"
 #include "storage/digest.h"
 #include "storage/listing.h"
 #include "storage/object_rules.h"
@@ -89,13 +90,7 @@ Error ThroughSymlink(const std::string& path) {
 }
 
 std::string Hex(const unsigned char* data, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[data[i] >> 4];
-    out += kHex[data[i] & 15];
-  }
-  return out;
+  return HexEncode(std::string_view(reinterpret_cast<const char*>(data), n));
 }
 
 std::string Encode(std::string_view segment) {
@@ -119,13 +114,6 @@ std::string Encode(std::string_view segment) {
   return name;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
 // The segment a directory entry stands for; nullopt for names that are not objects (mikcar's
 // own, or files someone placed there whose names the escaping could not have produced).
 std::optional<std::string> Decode(int dirfd, std::string_view name) {
@@ -146,7 +134,7 @@ std::optional<std::string> Decode(int dirfd, std::string_view name) {
       continue;
     }
     if (i + 2 >= name.size()) return std::nullopt;
-    int hi = HexValue(name[i + 1]), lo = HexValue(name[i + 2]);
+    int hi = HexDigitValue(name[i + 1]), lo = HexDigitValue(name[i + 2]);
     if (hi < 0 || lo < 0) return std::nullopt;
     segment += static_cast<char>(hi * 16 + lo);
     i += 2;
@@ -398,30 +386,27 @@ class FileStorageBackend final : public StorageBackend {
       }
       if (end) break;
     }
-    if (failure) {
+    Result<ObjectInfo> info = Fail(Error{});
+    if (!failure) {
+      auto finish = [this, upload, path, options = std::move(options)]() -> Result<ObjectInfo> {
+        auto digest = upload->md5.Final();
+        if (auto ok = CheckDigest(options, digest); !ok) return Fail(ok.error());
+        auto info = upload->Seal(path, EtagOf(digest), options.content_type, options.metadata);
+        if (!info) return info;
+        if (auto ok = Install(path, upload->name, &options); !ok) return Fail(ok.error());
+        upload->installed = true;
+        return info;
+      };
+      info = co_await pool_.Run(std::move(finish));
+      if (!info) failure = info.error();
+    }
+    if (failure) {  // the temp file never became the object: remove it
       auto discard = [this, upload]() -> Result<void> {
         upload->Discard(*this);
         return {};
       };
       co_await pool_.Run(std::move(discard));
       co_return Fail(std::move(*failure));
-    }
-    auto finish = [this, upload, path, options = std::move(options)]() -> Result<ObjectInfo> {
-      auto digest = upload->md5.Final();
-      if (auto ok = CheckDigest(options, digest); !ok) return Fail(ok.error());
-      auto info = upload->Seal(path, EtagOf(digest), options.content_type, options.metadata);
-      if (!info) return info;
-      if (auto ok = Install(path, upload->name, &options); !ok) return Fail(ok.error());
-      upload->installed = true;
-      return info;
-    };
-    auto info = co_await pool_.Run(std::move(finish));
-    if (!info) {
-      auto discard = [this, upload]() -> Result<void> {
-        upload->Discard(*this);
-        return {};
-      };
-      co_await pool_.Run(std::move(discard));
     }
     co_return info;
   }
@@ -783,21 +768,27 @@ class FileStorageBackend final : public StorageBackend {
       }
       if (auto ok = CheckPutConditions(*conditions, info ? &*info : nullptr); !ok) return ok;
     }
+    // The object's own file, or "%o" inside the directory of the same name. A writer of "x/y"
+    // may create that directory between the check and the rename (EISDIR): look again. A
+    // directory is only removed under the exclusive lock, so the second look holds.
     int target = parent->get();
     Fd self_dir;
-    struct stat st;
-    if (::fstatat(target, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
-      if (S_ISDIR(st.st_mode)) {
-        self_dir =
-            Fd(::openat(target, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (!self_dir) return Fail(SystemError("open", path, errno));
-        target = self_dir.get();
-        name = kSelf;
+    for (int attempt = 0;; ++attempt) {
+      struct stat st;
+      if (::fstatat(target, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
+        if (S_ISDIR(st.st_mode)) {
+          self_dir =
+              Fd(::openat(target, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+          if (!self_dir) return Fail(SystemError("open", path, errno));
+          target = self_dir.get();
+          name = kSelf;
+        }
       }
+      if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) == 0) break;
+      if (errno != EISDIR || attempt > 0)
+        return Fail(SystemError("rename into place", path, errno));
     }
-    if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) != 0)
-      return Fail(SystemError("rename into place", path, errno));
     cache_.Invalidate(path);
     if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
     return {};
