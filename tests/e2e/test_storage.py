@@ -1326,3 +1326,25 @@ def test_download_1gib_streams_in_bounded_memory(big_store):
     print(f"download: RSS {rss.base // 1024} MiB -> peak {rss.peak // 1024} MiB")
     assert rss.growth_mib < BIG_LIMIT_MIB, f"RSS grew by {rss.growth_mib:.0f} MiB during a {BIG_MIB} MiB download"
     assert delete(m, "big.bin").status_code == 200
+
+
+def test_concurrent_puts_and_deletes_in_one_directory(st):
+    # Deleting the last object of a directory prunes it while other writers create objects in
+    # it, and "d" itself switches between a file and a directory: no request may fail.
+    def worker(n):
+        statuses = []
+        s = requests.Session()
+        s.headers.update(st.session.headers)
+        for i in range(60):
+            key = f"d/e/{n}" if n % 4 else ("d" if i % 2 else "d/e")
+            statuses.append(send(st, "PUT", obj(key), session=s, data=b"v").status_code)
+            statuses.append(send(st, "DELETE", obj(key), session=s).status_code)
+        return statuses
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        results = [code for codes in pool.map(worker, range(8)) for code in codes]
+    # Two workers share "d" and "d/e": a DELETE may find the other's DELETE was first (404).
+    assert set(results) <= {200, 201, 404}, sorted(set(results))
+    assert results.count(201) == 8 * 60
+    # Every PUT is followed by its worker's DELETE, so nothing is left, and no empty directory
+    # hides a key.
+    assert list_all(st, "") == []

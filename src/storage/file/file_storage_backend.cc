@@ -738,60 +738,59 @@ class FileStorageBackend final : public StorageBackend {
   Result<void> Install(const std::string& path, const std::string& temp,
                        const PutOptions* conditions) {
     auto segments = Split(path);
-    auto dir = MakeParent(segments, path);
-    if (!dir) return Fail(dir.error());
-    std::string name = Encode(segments.back());
-    if (name.starts_with("%h")) {
+    const std::string leaf = Encode(segments.back());
+    if (leaf.starts_with("%h")) {
       Fd file(::openat(tmp_.get(), temp.c_str(), O_RDONLY | O_CLOEXEC));
       if (file)
         ::fsetxattr(file.get(), kXattrName, segments.back().data(), segments.back().size(), 0);
     }
-    std::shared_lock tree(tree_mu_);
-    std::lock_guard key(KeyMutex(path));
-    // The parent may have been pruned between MakeParent and the lock: reopen it.
-    auto parent = OpenParent(segments, path);
-    if (!parent) {
-      if (parent.error().code == ErrorCode::kNotFound)
-        return Fail(ErrorCode::kUnavailable,
-                    "file storage: '" + path + "' changed during the write; try again");
-      return Fail(parent.error());
-    }
-    if (conditions) {
-      auto current = OpenObject(path);
-      std::optional<ObjectInfo> info;
-      if (current) {
-        auto described = Describe(current->get(), path);
-        if (!described) return Fail(described.error());
-        info = std::move(*described);
-      } else if (current.error().code != ErrorCode::kNotFound) {
-        return Fail(current.error());
-      }
-      if (auto ok = CheckPutConditions(*conditions, info ? &*info : nullptr); !ok) return ok;
-    }
-    // The object's own file, or "%o" inside the directory of the same name. A writer of "x/y"
-    // may create that directory between the check and the rename (EISDIR): look again. A
-    // directory is only removed under the exclusive lock, so the second look holds.
-    int target = parent->get();
-    Fd self_dir;
     for (int attempt = 0;; ++attempt) {
-      struct stat st;
-      if (::fstatat(target, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
-        if (S_ISDIR(st.st_mode)) {
-          self_dir =
-              Fd(::openat(target, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-          if (!self_dir) return Fail(SystemError("open", path, errno));
-          target = self_dir.get();
-          name = kSelf;
+      auto dir = MakeParent(segments, path);
+      if (!dir) return Fail(dir.error());
+      std::shared_lock tree(tree_mu_);
+      std::lock_guard key(KeyMutex(path));
+      // A delete may have pruned the parent between MakeParent and the lock: make it again.
+      auto parent = OpenParent(segments, path);
+      if (!parent && parent.error().code == ErrorCode::kNotFound && attempt < 8) continue;
+      if (!parent) return Fail(parent.error());
+      std::string name = leaf;
+      if (conditions) {
+        auto current = OpenObject(path);
+        std::optional<ObjectInfo> info;
+        if (current) {
+          auto described = Describe(current->get(), path);
+          if (!described) return Fail(described.error());
+          info = std::move(*described);
+        } else if (current.error().code != ErrorCode::kNotFound) {
+          return Fail(current.error());
         }
+        if (auto ok = CheckPutConditions(*conditions, info ? &*info : nullptr); !ok) return ok;
       }
-      if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) == 0) break;
-      if (errno != EISDIR || attempt > 0)
-        return Fail(SystemError("rename into place", path, errno));
+      // The object's own file, or "%o" inside the directory of the same name. A writer of "x/y"
+      // may create that directory between the check and the rename (EISDIR): look again. A
+      // directory is only removed under the exclusive lock, so the second look holds.
+      int target = parent->get();
+      Fd self_dir;
+      for (int look = 0;; ++look) {
+        struct stat st;
+        if (::fstatat(target, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+          if (S_ISLNK(st.st_mode)) return Fail(ThroughSymlink(path));
+          if (S_ISDIR(st.st_mode)) {
+            self_dir =
+                Fd(::openat(target, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!self_dir) return Fail(SystemError("open", path, errno));
+            target = self_dir.get();
+            name = kSelf;
+          }
+        }
+        if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) == 0) break;
+        if (errno != EISDIR || look > 0)
+          return Fail(SystemError("rename into place", path, errno));
+      }
+      cache_.Invalidate(path);
+      if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
+      return {};
     }
-    cache_.Invalidate(path);
-    if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
-    return {};
   }
 
   Result<void> Remove(const std::string& path) {
