@@ -28,14 +28,15 @@ class HelloSidecar final : public mikcar::Sidecar {
            }
            co_return mikcar::Response::Bytes("hello, " + name + "\n", "text/plain; charset=utf-8");
          }},
-        {"POST", "/count",
-         [this](mikcar::Request&) -> boost::asio::awaitable<mikcar::Result<mikcar::Response>> {
-           co_return mikcar::Response::Json("{\"count\":" + std::to_string(++count_) + "}");
-         }},
+        {"POST", "/count", mikcar::BindHandler(this, &HelloSidecar::Count)},
     };
   }
 
  private:
+  boost::asio::awaitable<mikcar::Result<mikcar::Response>> Count(mikcar::Request&) {
+    co_return mikcar::Response::Json("{\"count\":" + std::to_string(++count_) + "}");
+  }
+
   std::atomic<long> count_{0};
 };
 
