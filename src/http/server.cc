@@ -345,16 +345,30 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
 };
 
 // The request body of a streamed route, read from the connection chunk by chunk as the handler
-// asks for it. Each read has the idle timeout; the parser enforces the route's body limit.
+// asks for it. Each read has the idle timeout; the parser enforces the route's body limit. An
+// `Expect: 100-continue` is answered at the first read, so a handler that refuses the request
+// first (auth, preconditions) does so before the client sends the body.
 template <typename Socket>
 class StreamedBody final : public BodyStream {
  public:
   StreamedBody(Connection<Socket>& conn, beast::flat_buffer& buffer,
                bhttp::request_parser<bhttp::buffer_body>& parser, uint64_t limit,
-               std::chrono::milliseconds idle_timeout)
-      : conn_(conn), buffer_(buffer), parser_(parser), limit_(limit), idle_timeout_(idle_timeout) {}
+               std::chrono::milliseconds idle_timeout, std::optional<unsigned> continue_version)
+      : conn_(conn),
+        buffer_(buffer),
+        parser_(parser),
+        limit_(limit),
+        idle_timeout_(idle_timeout),
+        continue_version_(continue_version) {}
 
   asio::awaitable<Result<std::string_view>> Next() override {
+    if (continue_version_) {
+      const unsigned version = *std::exchange(continue_version_, std::nullopt);
+      conn_.Arm(Clock::now() + idle_timeout_);
+      const bool sent = co_await SendContinue(conn_, version);
+      conn_.Disarm();
+      if (!sent) co_return Fail(ErrorCode::kBadRequest, "connection closed before the body");
+    }
     while (!parser_.is_done()) {
       auto& body = parser_.get().body();
       if (!chunk_) chunk_ = std::make_unique<char[]>(kChunk);
@@ -393,6 +407,7 @@ class StreamedBody final : public BodyStream {
   bhttp::request_parser<bhttp::buffer_body>& parser_;
   uint64_t limit_;
   std::chrono::milliseconds idle_timeout_;
+  std::optional<unsigned> continue_version_;  // 100 Continue still to send
   uint64_t received_ = 0;
   static constexpr size_t kChunk = 256 * 1024;
   std::unique_ptr<char[]> chunk_;  // allocated on first use: not in every connection's frame
@@ -512,9 +527,11 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       auto& stream_parser = exchange->stream_parser.emplace(std::move(parser));
       stream_parser.body_limit(limit);
       ReadHeader(stream_parser.get(), *request);  // the header moved with the parser
-      body_stream.emplace(*conn, buffer, stream_parser, limit, options.stream_idle_timeout);
+      std::optional<unsigned> continue_version;
+      if (send_continue) continue_version = version;
+      body_stream.emplace(*conn, buffer, stream_parser, limit, options.stream_idle_timeout,
+                          continue_version);
       request->body_stream = &*body_stream;
-      if (send_continue && !co_await SendContinue(*conn, version)) break;
     } else if (has_body) {
       if (send_continue && !co_await SendContinue(*conn, version)) break;
       parser.body_limit(limit);

@@ -4,6 +4,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <cctype>
 
 #include "common/json.h"
 #include "common/units.h"
@@ -58,6 +59,33 @@ Result<Param> ToParam(const json::value& v) {
   return p;
 }
 
+// True if `sql` starts (after whitespace and comments) with a transaction-control keyword: mikcar
+// runs every request in a transaction of its own, so such statements would leave a pooled
+// connection inside one, or end a batch's transaction half-way.
+bool IsTransactionControl(std::string_view sql) {
+  size_t i = 0;
+  for (;;) {
+    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
+    if (sql.substr(i, 2) == "--") {
+      size_t end = sql.find('\n', i);
+      i = end == std::string_view::npos ? sql.size() : end + 1;
+    } else if (sql.substr(i, 2) == "/*") {
+      size_t end = sql.find("*/", i + 2);
+      i = end == std::string_view::npos ? sql.size() : end + 2;
+    } else {
+      break;
+    }
+  }
+  std::string word;
+  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
+    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i++])));
+  for (const char* keyword :
+       {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}) {
+    if (word == keyword) return true;
+  }
+  return false;
+}
+
 // {"sql": string, "params": [..]} (params optional) as a Statement; `where` prefixes messages.
 Result<Statement> ToStatement(const json::value& body, std::string_view expected,
                               std::string_view where = "") {
@@ -69,6 +97,15 @@ Result<Statement> ToStatement(const json::value& body, std::string_view expected
     return Fail(WrongShape(expected, std::string(where) + "sql is not a string"));
   Statement statement;
   statement.sql = std::string(text->get_string());
+  if (statement.sql.find('\0') != std::string::npos)
+    return Fail(ErrorCode::kBadRequest, std::string(where) + "sql contains a NUL byte");
+  if (IsTransactionControl(statement.sql)) {
+    return Fail(ErrorCode::kBadRequest,
+                std::string(where) +
+                    "transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, …) is not "
+                    "available: each request runs in a transaction of its own; use /sql/batch "
+                    "for several statements in one");
+  }
   if (const json::value* params = obj->if_contains("params"); params && !params->is_null()) {
     const json::array* list = params->if_array();
     if (!list) return Fail(WrongShape(expected, std::string(where) + "params is not an array"));

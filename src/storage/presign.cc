@@ -40,8 +40,10 @@ UrlSigner::UrlSigner(std::string secret) : secret_(std::move(secret)) {
 
 std::string UrlSigner::Mac(std::string_view method, std::string_view path,
                            std::string_view expires) const {
+  // Length-prefixed, so no path and expiry can be re-split into another valid pair.
   std::string message;
-  message.append(method).append("\n").append(path).append("\n").append(expires);
+  message.append(method).append("\n").append(std::to_string(path.size())).append(":");
+  message.append(path).append("\n").append(expires);
   unsigned char mac[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   HMAC(EVP_sha256(), secret_.data(), static_cast<int>(secret_.size()),
@@ -89,6 +91,8 @@ Result<void> UrlSigner::Verify(const Request& request, std::string_view path) co
   }
   int64_t at = 0;
   auto [ptr, ec] = std::from_chars(expires->data(), expires->data() + expires->size(), at);
+  if (ec != std::errc() || ptr != expires->data() + expires->size())
+    return Fail(ErrorCode::kForbidden, "presigned URL expiry is not a number");
   auto now = std::chrono::duration_cast<std::chrono::seconds>(
                  std::chrono::system_clock::now().time_since_epoch())
                  .count();

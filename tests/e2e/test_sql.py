@@ -659,3 +659,45 @@ def test_postgres_pool_exhaustion(launch):
     assert time.monotonic() - t < 1.0
     assert peak[0] <= 5, peak[0]
     assert int(psql(count_sql)) <= 5
+
+
+def test_transaction_control_is_refused_and_leaves_no_open_transaction(db):
+    t = db.tname()
+    execute(db, f"CREATE TABLE {t} (id INTEGER PRIMARY KEY, v TEXT)")
+    for sql in ["BEGIN", "  /* c */ begin transaction", "COMMIT", "SAVEPOINT s", "ROLLBACK"]:
+        for path in ("/sql/query", "/sql/execute"):
+            r = q(db, sql, path=path)
+            assert r.status_code == 400, (sql, r.text)
+    r = batch(db, [(f"INSERT INTO {t} (id, v) VALUES (1, 'a')", None), "COMMIT",
+                   (f"INSERT INTO {t} (id, v) VALUES (2, 'b')", None)])
+    assert r.status_code in (400, 422), r.text
+    # Nothing of that batch landed, and every pooled connection still commits normally.
+    assert value(db, f"SELECT count(*) AS n FROM {t}") == 0
+    for i in range(10):
+        execute(db, f"INSERT INTO {t} (id, v) VALUES ($1, 'x')", [10 + i])
+    assert value(db, f"SELECT count(*) AS n FROM {t}") == 10
+
+
+def test_nul_in_sql_is_refused(db):
+    t = db.tname()
+    execute(db, f"CREATE TABLE {t} (id INTEGER PRIMARY KEY)")
+    execute(db, f"INSERT INTO {t} (id) VALUES (1)")
+    r = q(db, f"DELETE FROM {t}\u0000 WHERE id = 5", path="/sql/execute")
+    assert r.status_code == 400, r.text
+    assert value(db, f"SELECT count(*) AS n FROM {t}") == 1
+
+
+@PG_ONLY
+def test_postgres_copy_is_refused_and_the_server_keeps_answering(db):
+    r = q(db, "COPY (SELECT 1) TO STDOUT", path="/sql/execute")
+    assert r.status_code == 400, r.text
+    for _ in range(20):  # every pooled connection still works
+        assert value(db, "SELECT 1 AS one") == 1
+
+
+@PG_ONLY
+def test_postgres_session_changes_do_not_leak_to_later_requests(db):
+    execute(db, "SET TimeZone = 'Asia/Tokyo'")
+    for _ in range(20):
+        ts = value(db, "SELECT '2024-01-02 03:04:05+00'::timestamptz AS ts")
+        assert ts == "2024-01-02T03:04:05+00:00", ts

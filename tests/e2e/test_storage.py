@@ -1348,3 +1348,15 @@ def test_concurrent_puts_and_deletes_in_one_directory(st):
     # Every PUT is followed by its worker's DELETE, so nothing is left, and no empty directory
     # hides a key.
     assert list_all(st, "") == []
+
+
+def test_presign_signature_cannot_be_moved_to_another_path_and_expiry(st):
+    # Signed for the path "a\n9999999999": moving the "\n9999999999" from the path into the expiry
+    # must not give a valid URL for "a" that never expires.
+    put(st, "a", b"secret")
+    signed, _ = presign(st, "a\n9999999999", expires=60)
+    url = urllib.parse.urlsplit(signed)
+    params = dict(urllib.parse.parse_qsl(url.query))
+    forged = dict(params, **{"X-Mikcar-Expires": "9999999999\n" + params["X-Mikcar-Expires"]})
+    r = send(st, "GET", obj("a", forged), session=requests.Session())
+    assert_envelope(r, 403, "FORBIDDEN")

@@ -204,6 +204,13 @@ size_t HighestPlaceholder(std::string_view sql) {
 asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
                                         Clock::time_point deadline) {
   const size_t n = statement.params.size();
+  for (const Param& p : statement.params) {
+    if ((p.kind == Param::Kind::kText || p.kind == Param::Kind::kJson) &&
+        p.text.find('\0') != std::string::npos) {
+      co_return Fail(ErrorCode::kSqlError,
+                     "a text parameter contains a NUL byte, which PostgreSQL text cannot hold");
+    }
+  }
   if (size_t used = HighestPlaceholder(statement.sql); n > used) {
     co_return Fail(Error{
         ErrorCode::kSqlError,
@@ -310,6 +317,12 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
         break;
       }
       case PGRES_COMMAND_OK: {
+        // SET, RESET and DISCARD change the session this connection's next users inherit
+        // (time zone, date style, statement_timeout): the connection is closed after this use.
+        std::string_view command = pq->PQcmdStatus(res);
+        if (command.starts_with("SET") || command.starts_with("RESET") ||
+            command.starts_with("DISCARD"))
+          c.broken = true;
         const char* tuples = pq->PQcmdTuples(res);
         uint64_t affected = 0;
         std::from_chars(tuples, tuples + std::strlen(tuples), affected);
@@ -322,14 +335,14 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
         if (!failure) failure = ResultError(res);
         break;
       default:
-        if (!failure) {
-          failure =
-              Error{ErrorCode::kSqlError,
-                    std::string("unsupported result: ") + pq->PQresStatus(pq->PQresultStatus(res)) +
-                        " (COPY and replication are not available over /sql)",
-                    {}};
-        }
-        break;
+        // COPY (or replication): libpq would hand out COPY results forever. The connection is
+        // in a state no request can use: close it.
+        c.broken = true;
+        co_return Fail(Error{ErrorCode::kSqlError,
+                             std::string("unsupported result: ") +
+                                 pq->PQresStatus(pq->PQresultStatus(res)) +
+                                 " (COPY and replication are not available over /sql)",
+                             {}});
     }
   }
   if (pq->PQstatus(c.conn) != CONNECTION_OK) c.broken = true;
@@ -509,6 +522,7 @@ asio::awaitable<Result<ResultSet>> ExecWithin(PgConnection& c, const Statement& 
     Statement set{"SET statement_timeout = " + std::to_string(wanted.count()), {}};
     auto done = co_await Exec(c, set, limits.deadline);
     if (!done) co_return Fail(done.error());
+    c.broken = false;  // mikcar's own SET: the session stays as the connection expects
     c.statement_timeout = wanted;
   }
   co_return co_await Exec(c, statement, limits.deadline);
@@ -529,7 +543,13 @@ PgTransaction::~PgTransaction() {
 
 Task<ResultSet> PgTransaction::Run(Statement statement) {
   if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
-  co_return co_await Exec(*conn_, statement, deadline_);
+  auto result = co_await Exec(*conn_, statement, deadline_);
+  if (result && pq->PQtransactionStatus(conn_->conn) != PQTRANS_INTRANS) {
+    co_return Fail(ErrorCode::kSqlError,
+                   "COMMIT, ROLLBACK and BEGIN are not allowed inside a batch or script (mikcar "
+                   "ends the transaction)");
+  }
+  co_return result;
 }
 
 Task<void> PgTransaction::Finish(const char* sql) {
@@ -551,6 +571,14 @@ class PostgresSqlBackend final : public SqlBackend {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
     auto result = co_await ExecWithin(**conn, statement, limits);
+    if (result && pq->PQtransactionStatus((*conn)->conn) != PQTRANS_IDLE) {
+      // BEGIN (or similar) outside /sql/batch: a pooled connection must not stay in it.
+      Statement rollback{"ROLLBACK", {}};
+      if (!co_await Exec(**conn, rollback, limits.deadline)) (*conn)->broken = true;
+      result = Fail(ErrorCode::kSqlError,
+                    "transaction control is only available through /sql/batch (each request "
+                    "runs in a transaction of its own)");
+    }
     pool_->Release(std::move(*conn));
     co_return result;
   }
@@ -573,9 +601,11 @@ class PostgresSqlBackend final : public SqlBackend {
     Limits limits;
     limits.deadline = Clock::now() + std::chrono::seconds(3);
     limits.statement_timeout = std::chrono::seconds(3);
-    // Open pool_min connections (at least the one the check needs) and check each.
+    // The first check opens pool_min connections; later ones ping a single connection, so
+    // overlapping checks never hold part of the pool while waiting for more.
     std::vector<std::unique_ptr<PgConnection>> held;
-    for (size_t i = 0; i < std::max<size_t>(1, pool_->min()); ++i) {
+    const size_t open = warmed_.exchange(true) ? 1 : std::max<size_t>(1, pool_->min());
+    for (size_t i = 0; i < open; ++i) {
       auto conn = co_await pool_->Acquire(limits.deadline);
       if (!conn) {
         for (auto& c : held) pool_->Release(std::move(c));
@@ -598,6 +628,7 @@ class PostgresSqlBackend final : public SqlBackend {
 
  private:
   std::shared_ptr<PgPool> pool_;
+  std::atomic<bool> warmed_{false};
 };
 
 Result<size_t> SizeParam(const Uri& uri, std::string_view name, size_t fallback) {

@@ -314,8 +314,16 @@ class SqliteTransaction final : public Transaction {
 
   Task<ResultSet> Run(Statement statement) override {
     if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
-    auto job = [conn = conn_, statement = std::move(statement), deadline = deadline_] {
-      return Execute(*conn, statement, deadline);
+    auto job = [conn = conn_, statement = std::move(statement),
+                deadline = deadline_]() -> Result<ResultSet> {
+      auto result = Execute(*conn, statement, deadline);
+      if (result && sqlite3_get_autocommit(conn->db)) {
+        return Fail(Error{ErrorCode::kSqlError,
+                          "COMMIT, ROLLBACK and BEGIN are not allowed inside a batch or script "
+                          "(mikcar ends the transaction)",
+                          {{"sqlite_code", "\"SQLITE_ERROR\""}}});
+      }
+      return result;
     };
     co_return co_await pool_.Run(std::move(job));
   }
@@ -355,8 +363,17 @@ class SqliteSqlBackend final : public SqlBackend {
   Task<ResultSet> Run(Statement statement, Limits limits) override {
     auto conn = co_await connections_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
-    auto job = [conn = *conn, statement = std::move(statement), limits]() {
-      return Execute(*conn, statement, StatementDeadline(limits));
+    auto job = [conn = *conn, statement = std::move(statement), limits]() -> Result<ResultSet> {
+      auto result = Execute(*conn, statement, StatementDeadline(limits));
+      if (!sqlite3_get_autocommit(conn->db)) {
+        // BEGIN (or SAVEPOINT) outside /sql/batch: a pooled connection must not stay in it.
+        sqlite3_exec(conn->db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return Fail(Error{ErrorCode::kSqlError,
+                          "transaction control is only available through /sql/batch (each "
+                          "request runs in a transaction of its own)",
+                          {{"sqlite_code", "\"SQLITE_ERROR\""}}});
+      }
+      return result;
     };
     auto result = co_await pool_.Run(std::move(job));
     connections_->Release(std::move(*conn));

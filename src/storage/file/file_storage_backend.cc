@@ -120,7 +120,8 @@ std::optional<std::string> Decode(int dirfd, std::string_view name) {
   if (name.empty() || name.front() == '.' || name == kSelf) return std::nullopt;
   if (name == "%") return std::string();
   if (name.starts_with("%h")) {
-    Fd fd(::openat(dirfd, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    Fd fd(
+        ::openat(dirfd, std::string(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!fd) return std::nullopt;
     char buf[1100];
     ssize_t n = ::fgetxattr(fd.get(), kXattrName, buf, sizeof buf);
@@ -300,7 +301,8 @@ class OpenObjectCache {
     std::chrono::steady_clock::time_point opened;
   };
   static constexpr auto kFresh = std::chrono::seconds(1);
-  static constexpr size_t kMaxEntries = 1024;
+  // Each entry holds a file descriptor: few enough to stay far from a 1024-fd limit.
+  static constexpr size_t kMaxEntries = 256;
 
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
 
@@ -317,7 +319,11 @@ class OpenObjectCache {
   void Insert(const std::string& path, Entry entry, uint64_t generation_seen) {
     std::lock_guard lock(mu_);
     if (generation_.load(std::memory_order_acquire) != generation_seen) return;
-    if (entries_.size() >= kMaxEntries) entries_.erase(entries_.begin());
+    if (entries_.size() >= kMaxEntries) {
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(entries_, [now](const auto& e) { return now - e.second.opened > kFresh; });
+      if (entries_.size() >= kMaxEntries) entries_.erase(entries_.begin());
+    }
     entries_[path] = std::move(entry);
   }
   void Invalidate(const std::string& path) {
@@ -400,12 +406,8 @@ class FileStorageBackend final : public StorageBackend {
       info = co_await pool_.Run(std::move(finish));
       if (!info) failure = info.error();
     }
-    if (failure) {  // the temp file never became the object: remove it
-      auto discard = [this, upload]() -> Result<void> {
-        upload->Discard(*this);
-        return {};
-      };
-      co_await pool_.Run(std::move(discard));
+    if (failure) {  // the temp file never became the object: remove it (even if the pool is full)
+      pool_.Detach([this, upload] { upload->Discard(*this); });
       co_return Fail(std::move(*failure));
     }
     co_return info;
@@ -628,7 +630,8 @@ class FileStorageBackend final : public StorageBackend {
     auto segments = Split(path);
     auto dir = OpenParent(segments, path);
     if (!dir) return Fail(dir.error());
-    Fd fd(::openat(dir->get(), Encode(segments.back()).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    Fd fd(::openat(dir->get(), Encode(segments.back()).c_str(),
+                   O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     if (!fd) {
       if (errno == ELOOP) return Fail(ThroughSymlink(path));
       if (errno == ENOENT) return Fail(NotFound(path));
@@ -637,7 +640,8 @@ class FileStorageBackend final : public StorageBackend {
     struct stat st;
     if (::fstat(fd.get(), &st) != 0) return Fail(SystemError("stat", path, errno));
     if (S_ISDIR(st.st_mode)) {
-      fd = Fd(::openat(fd.get(), std::string(kSelf).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      fd = Fd(::openat(fd.get(), std::string(kSelf).c_str(),
+                       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       if (!fd) {
         if (errno == ENOENT || errno == ELOOP) return Fail(NotFound(path));
         return Fail(SystemError("open", path, errno));
@@ -784,8 +788,7 @@ class FileStorageBackend final : public StorageBackend {
           }
         }
         if (::renameat(tmp_.get(), temp.c_str(), target, name.c_str()) == 0) break;
-        if (errno != EISDIR || look > 0)
-          return Fail(SystemError("rename into place", path, errno));
+        if (errno != EISDIR || look > 0) return Fail(SystemError("rename into place", path, errno));
       }
       cache_.Invalidate(path);
       if (::fsync(target) != 0) return Fail(SystemError("fsync", path, errno));
@@ -908,12 +911,12 @@ class FileStorageBackend final : public StorageBackend {
       if (item.key < first) continue;
       if (page.PastEnd(item.key)) return false;
       if (page.SkipsAll(item.key)) continue;
-      Fd fd(::openat(dir.get(), item.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      Fd fd(::openat(dir.get(), item.name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       if (fd) {
         struct stat st;
         if (::fstat(fd.get(), &st) == 0 && S_ISDIR(st.st_mode))
-          fd =
-              Fd(::openat(fd.get(), std::string(kSelf).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+          fd = Fd(::openat(fd.get(), std::string(kSelf).c_str(),
+                           O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       }
       if (!fd) continue;  // a directory without its own object, or removed meanwhile
       auto info = Describe(fd.get(), item.key);
