@@ -304,11 +304,12 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
   explicit Connection(Socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
 
   // Cancels pending socket I/O at `deadline`; `timed_out` tells the coroutine why it failed.
-  // Re-arming is a store: the one timer wait in flight re-checks the latest deadline when it
-  // fires, so a busy keep-alive connection costs no timer operation per request.
+  // Re-arming later is a store: the timer wait in flight re-checks the latest deadline when it
+  // fires, so a busy keep-alive connection costs no timer operation per request. Only a nearer
+  // deadline (a stream's idle timeout shorter than --timeout) moves the timer.
   void Arm(Clock::time_point at) {
     deadline = at;
-    if (!waiting) Wait(at);
+    if (waits == 0 || at < timer.expiry()) Wait(at);
   }
   void Disarm() { deadline = Clock::time_point::max(); }
   void Stop() {
@@ -316,11 +317,12 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
     timer.cancel();
   }
   void Wait(Clock::time_point at) {
-    waiting = true;
-    timer.expires_at(at);
+    ++waits;
+    timer.expires_at(at);  // cancels a pending wait: its handler only counts itself out
     timer.async_wait([self = this->shared_from_this()](boost::system::error_code ec) {
-      self->waiting = false;
+      --self->waits;
       if (ec || self->deadline == Clock::time_point::max()) return;  // stopped or disarmed
+      if (self->waits > 0) return;  // fired just before being replaced by a newer wait
       if (Clock::now() < self->deadline) return self->Wait(self->deadline);
       self->timed_out = true;
       boost::system::error_code ignored;
@@ -339,7 +341,7 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
   Socket socket;
   asio::steady_timer timer;
   Clock::time_point deadline = Clock::time_point::max();
-  bool waiting = false;
+  int waits = 0;  // timer waits in flight (a replaced one until its handler runs)
   bool timed_out = false;
   bool idle = true;
 };
@@ -690,6 +692,16 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
                     request.path, sent, response.stream_length,
                     chunk ? "the body has a different length" : chunk.error().message,
                     request.trace_id);
+      if (!chunk && sent == 0) {
+        // Nothing is written yet (the header goes with the first chunk): answer with the error.
+        Response failure = ErrorResponse(chunk.error());
+        bhttp::response<bhttp::string_body> error_out{static_cast<bhttp::status>(failure.status),
+                                                      version};
+        Finish(request, failure, false, error_out);
+        error_out.keep_alive(false);
+        conn.Arm(Clock::now() + options.timeout);
+        co_await bhttp::async_write(conn.socket, error_out, kTuple);
+      }
       co_return false;
     }
     sent += chunk->size();
