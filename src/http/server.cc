@@ -49,6 +49,10 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using Clock = std::chrono::steady_clock;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Lingering close after an unread request body: how long and how much to discard.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 4 << 20;
+constexpr size_t kSinkBytes = 16 * 1024;
 
 namespace {
 
@@ -444,6 +448,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     co_return !ec;
   };
 
+  bool unread_body = false;  // the last request's body was not read to its end
   while (!stopping) {
     // On the heap: the header views of `Request` point into the parser's message, and a handler
     // that outlives its deadline must still own them.
@@ -506,6 +511,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
                                   std::to_string(limit) + "-byte limit" + limit_name,
                               {}});
       co_await send(std::move(rejection), version, *request);
+      unread_body = true;
       break;
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
@@ -525,6 +531,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     std::optional<StreamedBody<Socket>> body_stream;
     if (has_body && (bad_target || entry == nullptr)) {
       keep_alive = false;  // the refused body is never read, so the connection cannot go on
+      unread_body = true;
     } else if (streamed) {
       auto& stream_parser = exchange->stream_parser.emplace(std::move(parser));
       stream_parser.body_limit(limit);
@@ -592,7 +599,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
         response = std::move(**result);
       }
       // A body the handler did not read to the end cannot be skipped safely: close.
-      if (body_stream && !body_stream->done()) keep_alive = false;
+      if (body_stream && !body_stream->done()) {
+        keep_alive = false;
+        unread_body = true;
+      }
     }
     const uint64_t bytes_in = body_stream ? body_stream->received() : request->body.size();
     keep_alive = keep_alive && !stopping;
@@ -622,6 +632,21 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   boost::system::error_code ignored;
   if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
     conn->socket.shutdown(asio::socket_base::shutdown_send, ignored);
+    if (unread_body && !stopping) {
+      // Lingering close: closing with unread bytes makes the kernel answer them with a reset,
+      // which can destroy the response before the client reads it. Discard what is still
+      // coming, for a short while.
+      auto sink = std::make_unique<char[]>(kSinkBytes);  // not in every connection's frame
+      size_t drained = 0;
+      conn->Arm(Clock::now() + kLingerTime);
+      while (drained < kLingerBytes) {
+        auto [ec, n] =
+            co_await conn->socket.async_read_some(asio::buffer(sink.get(), kSinkBytes), kTuple);
+        if (ec) break;
+        drained += n;
+      }
+      conn->Stop();
+    }
   }
   conn->socket.close(ignored);
   {
