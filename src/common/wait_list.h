@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <chrono>
@@ -35,6 +36,7 @@ class WaitList {
     auto start = [this, &mu, waiter, deadline, ex, try_now = std::move(try_now),
                   timeout = std::move(timeout)](auto done) mutable {
       waiter->done = std::move(done);
+      auto timer = std::make_shared<boost::asio::steady_timer>(ex, deadline);
       {
         std::lock_guard lock(mu);
         if (auto value = try_now()) {
@@ -42,9 +44,10 @@ class WaitList {
           waiter->done->Complete(std::move(*value));
           return;
         }
+        waiter->timer = timer;  // Offer() cancels it: a served wait frees its memory at once
         waiters_.push_back(waiter);
       }
-      auto timer = std::make_shared<boost::asio::steady_timer>(ex, deadline);
+      // An Offer() before this line posts its cancel to this thread, so it runs after it.
       timer->async_wait(
           [waiter, timer, timeout = std::move(timeout)](boost::system::error_code ec) {
             if (ec || waiter->claimed.exchange(true)) return;
@@ -62,6 +65,10 @@ class WaitList {
       waiters_.pop_front();
       if (waiter->claimed.exchange(true)) continue;  // timed out already
       waiter->done->Complete(std::move(value));
+      if (auto timer = std::move(waiter->timer)) {
+        // The timer belongs to the waiter's thread: cancel it there.
+        boost::asio::post(timer->get_executor(), [timer] { timer->cancel(); });
+      }
       return true;
     }
     return false;
@@ -71,6 +78,7 @@ class WaitList {
   struct Waiter {
     std::shared_ptr<Completion<T>> done;
     std::atomic<bool> claimed{false};
+    std::shared_ptr<boost::asio::steady_timer> timer;  // guarded by the owner's mutex
   };
   std::deque<std::shared_ptr<Waiter>> waiters_;
 };
