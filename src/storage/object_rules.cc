@@ -170,6 +170,13 @@ Result<void> CheckPutConditions(const PutOptions& options, const ObjectInfo* cur
   return {};
 }
 
+std::optional<ByteRange> SelectRange(Object& object, const std::optional<RangeSpec>& range) {
+  if (!range) return ByteRange{0, object.info.size};
+  object.range = ResolveRange(*range, object.info.size);
+  object.unsatisfiable = !object.range;
+  return object.range;
+}
+
 Result<void> CheckDigest(const PutOptions& options, std::string_view md5) {
   if (options.md5 && *options.md5 != md5) {
     return Fail(ErrorCode::kBadDigest,

@@ -43,6 +43,10 @@ namespace mikcar::storage {
 // PRECONDITION_FAILED when not met. Backends call it where the check and the write are atomic.
 Result<void> CheckPutConditions(const PutOptions& options, const ObjectInfo* current);
 
+// Applies the requested range to `object` (whose info is set): sets `range`, or `unsatisfiable`.
+// The bytes to send; nullopt when the range lies outside the object.
+std::optional<ByteRange> SelectRange(Object& object, const std::optional<RangeSpec>& range);
+
 // BAD_DIGEST when a Content-MD5 was given and the body's MD5 (raw bytes) differs.
 Result<void> CheckDigest(const PutOptions& options, std::string_view md5);
 

@@ -338,14 +338,16 @@ class OpenObjectCache {
   std::unordered_map<std::string, Entry> entries_;
 };
 
-// Reads [offset, offset + length) of `fd` without blocking: only from the page cache
-// (RWF_NOWAIT). nullopt when any of it would need the disk.
-std::optional<std::string> ReadCached(int fd, ByteRange part) {
+// Reads [offset, offset + length) of `fd` whole. With RWF_NOWAIT only from the page cache (the I/O
+// thread's hot path): nullopt when any of it would need the disk. Without flags, nullopt on a
+// read error or a file that shrank.
+std::optional<std::string> ReadWhole(int fd, ByteRange part, int flags) {
   std::string data(part.length, '\0');
   size_t done = 0;
   while (done < data.size()) {
     iovec iov{data.data() + done, data.size() - done};
-    ssize_t n = ::preadv2(fd, &iov, 1, static_cast<off_t>(part.offset + done), RWF_NOWAIT);
+    ssize_t n = ::preadv2(fd, &iov, 1, static_cast<off_t>(part.offset + done), flags);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return std::nullopt;
     done += static_cast<size_t>(n);
   }
@@ -419,22 +421,8 @@ class FileStorageBackend final : public StorageBackend {
     if (auto hit = cache_.Find(path)) {
       Object object;
       object.info = std::move(hit->info);
-      ByteRange part{0, object.info.size};
-      if (range) {
-        object.range = ResolveRange(*range, object.info.size);
-        if (!object.range) {
-          object.unsatisfiable = true;
-          co_return object;
-        }
-        part = *object.range;
-      }
-      if (part.length <= kReadChunk) {
-        if (auto data = ReadCached(hit->fd->get(), part)) {
-          object.body = std::make_shared<BufferedBody>(std::move(*data));
-          co_return object;
-        }
-      }
-      object.body = std::make_shared<FileBody>(hit->fd, part, pool_, path);
+      if (auto part = SelectRange(object, range))
+        object.body = Body(hit->fd, *part, path, RWF_NOWAIT);
       co_return object;
     }
     auto open = [this, path, range, generation]() -> Result<Object> {
@@ -446,30 +434,7 @@ class FileStorageBackend final : public StorageBackend {
       cache_.Insert(path, {fd, *info, std::chrono::steady_clock::now()}, generation);
       Object object;
       object.info = std::move(*info);
-      ByteRange part{0, object.info.size};
-      if (range) {
-        object.range = ResolveRange(*range, object.info.size);
-        if (!object.range) {
-          object.unsatisfiable = true;
-          return object;
-        }
-        part = *object.range;
-      }
-      if (part.length <= kReadChunk) {
-        std::string data(part.length, '\0');
-        size_t done = 0;
-        while (done < data.size()) {
-          ssize_t n = ::pread(fd->get(), data.data() + done, data.size() - done,
-                              static_cast<off_t>(part.offset + done));
-          if (n < 0) return Fail(SystemError("read", path, errno));
-          if (n == 0)
-            return Fail(ErrorCode::kBackend, "file storage: '" + path + "' shrank while read");
-          done += static_cast<size_t>(n);
-        }
-        object.body = std::make_shared<BufferedBody>(std::move(data));
-      } else {
-        object.body = std::make_shared<FileBody>(fd, part, pool_, path);
-      }
+      if (auto part = SelectRange(object, range)) object.body = Body(fd, *part, path, 0);
       return object;
     };
     co_return co_await pool_.Run(std::move(open));
@@ -602,6 +567,17 @@ class FileStorageBackend final : public StorageBackend {
       if (!name.empty() && !installed) ::unlinkat(owner.tmp_.get(), name.c_str(), 0);
     }
   };
+
+  // The bytes of `part`: read at once when small (`flags` RWF_NOWAIT on the I/O thread, where a
+  // page-cache miss falls back to the pool), else streamed by FileBody (sendfile when resident).
+  std::shared_ptr<BodyStream> Body(const std::shared_ptr<Fd>& fd, ByteRange part,
+                                   const std::string& path, int flags) {
+    if (part.length <= kReadChunk) {
+      if (auto data = ReadWhole(fd->get(), part, flags))
+        return std::make_shared<BufferedBody>(std::move(*data));
+    }
+    return std::make_shared<FileBody>(fd, part, pool_, path);
+  }
 
   std::mutex& KeyMutex(const std::string& path) {
     return key_mu_[std::hash<std::string>{}(path) % key_mu_.size()];

@@ -79,16 +79,8 @@ class MemoryStorageBackend final : public StorageBackend {
     if (!stored) co_return Fail(ErrorCode::kNotFound, "object not found: " + path);
     Object object;
     object.info = stored->info;
-    ByteRange whole{0, stored->info.size};
-    if (range) {
-      object.range = ResolveRange(*range, stored->info.size);
-      if (!object.range) {
-        object.unsatisfiable = true;
-        co_return object;
-      }
-      whole = *object.range;
-    }
-    object.body = std::make_shared<StoredBody>(stored->data, whole);
+    if (auto part = SelectRange(object, range))
+      object.body = std::make_shared<StoredBody>(stored->data, *part);
     co_return object;
   }
 
