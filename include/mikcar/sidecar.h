@@ -27,6 +27,9 @@ class Sidecar {
   virtual std::vector<Route> Routes() = 0;
   // Readiness: success when the backend answers. Called by /health/ready with a short timeout.
   virtual boost::asio::awaitable<Result<void>> Ready() { co_return Result<void>{}; }
+  // Called when graceful shutdown begins, before in-flight requests finish: long-polls should
+  // answer now with what they have. Must not block.
+  virtual void Drain() {}
   // Called once during graceful shutdown after the last request finished: flush and close.
   virtual void Shutdown() {}
 };

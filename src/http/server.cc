@@ -935,6 +935,7 @@ void Server::Stop() {
   if (s.stopped) return;
   s.stopped = true;
   s.stopping = true;
+  for (auto& service : s.services) service->Drain();
   if (!s.contexts.empty()) {
     asio::post(*s.contexts[0], [&s] {
       boost::system::error_code ignored;
