@@ -3,13 +3,11 @@
 #include <charconv>
 #include <chrono>
 
+#include "common/clock.h"
+
 namespace mikcar::kv {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
+int64_t NowMs() { return UnixNowMs(); }
 
 Result<int64_t> AddToInteger(std::optional<std::string_view> value, int64_t by) {
   int64_t current = 0;

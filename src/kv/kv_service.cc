@@ -7,12 +7,12 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 #include <charconv>
-#include <list>
 #include <mutex>
 #include <unordered_map>
 
 #include "common/base64.h"
 #include "common/json.h"
+#include "common/watch_hub.h"
 #include "kv/kv_rules.h"
 #include "kv/register.h"
 #include "mikcar/kv/kv.h"
@@ -141,42 +141,6 @@ Result<std::vector<std::string>> KeysArray(const Request& request, std::string_v
   }
   return keys;
 }
-
-// Wakes long-polling watchers when this process writes a key. Writers elsewhere (another sidecar
-// on the same Redis) are seen by the watchers' periodic re-check.
-class WatchHub {
- public:
-  // Lives on one executor; shared so a wake-up posted just before the watcher ends stays valid.
-  struct Waiter {
-    explicit Waiter(asio::any_io_executor ex) : timer(ex) {}
-    asio::steady_timer timer;
-    bool notified = false;
-  };
-  using Handle = std::list<std::pair<std::string, std::shared_ptr<Waiter>>>::iterator;
-
-  Handle Add(std::string key, std::shared_ptr<Waiter> waiter) {
-    std::lock_guard lock(mu_);
-    return waiters_.emplace(waiters_.end(), std::move(key), std::move(waiter));
-  }
-  void Remove(Handle h) {
-    std::lock_guard lock(mu_);
-    waiters_.erase(h);
-  }
-  void Notify(std::string_view key) {
-    std::lock_guard lock(mu_);
-    for (auto& [k, w] : waiters_) {
-      if (k != key) continue;
-      asio::post(w->timer.get_executor(), [w = w] {
-        w->notified = true;
-        w->timer.cancel();
-      });
-    }
-  }
-
- private:
-  std::mutex mu_;
-  std::list<std::pair<std::string, std::shared_ptr<Waiter>>> waiters_;
-};
 
 class KvSidecar final : public Sidecar {
  public:
@@ -464,13 +428,9 @@ class KvSidecar final : public Sidecar {
     auto until =
         std::min(Clock::now() + std::chrono::seconds(seconds), request.deadline - kDeadlineMargin);
 
+    // Writers elsewhere (another sidecar on the same Redis) are seen by the periodic re-check.
     auto waiter = std::make_shared<WatchHub::Waiter>(co_await asio::this_coro::executor);
-    auto handle = watch_.Add(key, waiter);
-    struct Unregister {
-      WatchHub& hub;
-      WatchHub::Handle handle;
-      ~Unregister() { hub.Remove(handle); }
-    } unregister{watch_, handle};
+    WatchHub::Registration registration(watch_, key, waiter);
     for (;;) {
       waiter->notified = false;
       auto version = co_await backend_->Version(key);

@@ -8,6 +8,9 @@
 #ifdef MIKCAR_WITH_SQL
 #include "mikcar/sql/sql.h"
 #endif
+#ifdef MIKCAR_WITH_QUEUE
+#include "mikcar/queue/queue.h"
+#endif
 #ifdef MIKCAR_WITH_STORAGE
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -124,6 +127,19 @@ ServiceSpec Sql() {
   return spec;
 }
 
+ServiceSpec Queue() {
+  ServiceSpec spec = Pending("queue", "QUEUE_URL", "MIKCAR_WITH_QUEUE");
+#ifdef MIKCAR_WITH_QUEUE
+  spec.compiled_in = true;
+  spec.default_url = [](const std::string& data_dir) { return "file://" + data_dir + "/queue"; };
+  spec.create = [](const std::string& url, const ServiceSettings&) {
+    return QueueService::FromUrl(url);
+  };
+  spec.backends = [] { return Describe(QueueService::Registry()); };
+#endif
+  return spec;
+}
+
 }  // namespace
 
 const std::vector<ServiceSpec>& Services() {
@@ -132,7 +148,7 @@ const std::vector<ServiceSpec>& Services() {
     list.push_back(Storage());
     list.push_back(Kv());
     list.push_back(Sql());
-    list.push_back(Pending("queue", "QUEUE_URL", "MIKCAR_WITH_QUEUE"));
+    list.push_back(Queue());
     list.push_back(Pending("secrets", "SECRETS_URL", "MIKCAR_WITH_SECRETS"));
     list.push_back(Pending("email", "EMAIL_URL", "MIKCAR_WITH_EMAIL"));
     return list;

@@ -32,8 +32,6 @@ using TimePoint = std::chrono::system_clock::time_point;
 std::string HttpDate(TimePoint t);
 // IMF-fixdate only (what clients send); nullopt when malformed.
 std::optional<TimePoint> ParseHttpDate(std::string_view s);
-// "2026-11-24T06:58:32.123Z" (RFC 3339, UTC, milliseconds when not zero).
-std::string Rfc3339(TimePoint t);
 
 }  // namespace mikcar::storage
 

@@ -6,6 +6,7 @@
 #include <charconv>
 
 #include "common/base64.h"
+#include "common/clock.h"
 #include "common/json.h"
 #include "mikcar/storage/storage.h"
 #include "storage/object_rules.h"
@@ -44,7 +45,7 @@ void AddObjectHeaders(const ObjectInfo& info, Response& response) {
   response.headers.emplace_back("ETag", info.etag);
   response.headers.emplace_back("Last-Modified", storage::HttpDate(info.modified));
   response.headers.emplace_back("x-object-size", std::to_string(info.size));
-  response.headers.emplace_back("x-last-modified", storage::Rfc3339(info.modified));
+  response.headers.emplace_back("x-last-modified", Rfc3339(info.modified));
   response.headers.emplace_back("Accept-Ranges", "bytes");
   for (const auto& [name, value] : info.metadata) {
     response.headers.emplace_back(std::string(kMetaPrefix) + name, value);
@@ -53,7 +54,7 @@ void AddObjectHeaders(const ObjectInfo& info, Response& response) {
 
 std::string ObjectJson(const ObjectInfo& info) {
   return "{\"location\":" + JsonQuote(info.path) + ",\"size\":" + std::to_string(info.size) +
-         ",\"last_modified\":" + JsonQuote(storage::Rfc3339(info.modified)) +
+         ",\"last_modified\":" + JsonQuote(Rfc3339(info.modified)) +
          ",\"e_tag\":" + JsonQuote(info.etag) +
          ",\"content_type\":" + JsonQuote(info.content_type) + "}";
 }
@@ -337,7 +338,7 @@ class StorageSidecar final : public Sidecar {
       url = signer_.Sign(mount, method, *path, expires);
     }
     co_return Response::Json("{\"url\":" + JsonQuote(url) + ",\"method\":\"" + method +
-                             "\",\"expires_at\":" + JsonQuote(storage::Rfc3339(expires)) + "}");
+                             "\",\"expires_at\":" + JsonQuote(Rfc3339(expires)) + "}");
   }
 
   asio::awaitable<Result<Response>> DeleteBatch(Request& request) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/clock.h"
 #include "storage/listing.h"
 
 namespace mikcar::storage {

@@ -52,9 +52,9 @@ struct NewMessage {
 
 struct Message {
   std::string id;
-  std::string payload;           // JSON text, exactly as pushed
-  int64_t received_at_ms = 0;    // unix ms when the queue accepted the message
-  uint32_t attempts = 1;         // deliveries so far, this one included
+  std::string payload;         // JSON text, exactly as pushed
+  int64_t received_at_ms = 0;  // unix ms when the queue accepted the message
+  uint32_t attempts = 1;       // deliveries so far, this one included
 };
 
 struct Receive {

@@ -6,7 +6,7 @@
 
 #include "kv/glob.h"
 #include "kv/kv_rules.h"
-#include "kv/lmdb/group_committer.h"
+#include "common/lmdb/group_committer.h"
 
 namespace mikcar::kv {
 namespace {

@@ -1,4 +1,4 @@
-#include "kv/lmdb/group_committer.h"
+#include "common/lmdb/group_committer.h"
 
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>

@@ -1,0 +1,305 @@
+// The /queue service: parses and validates each request once, calls one QueueBackend, shapes
+// the response (SPEC §6). Knows nothing about HTTP parsing or concrete backends.
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/units.h"
+#include "mikcar/queue/queue.h"
+#include "queue/register.h"
+
+namespace mikcar {
+namespace {
+
+namespace json = boost::json;
+using queue::Clock;
+using queue::Message;
+using queue::NewMessage;
+using queue::QueueBackend;
+using queue::Receive;
+
+constexpr size_t kMaxName = 200;
+constexpr size_t kMaxId = 128;
+constexpr size_t kMaxBatch = 10'000;
+constexpr size_t kDefaultMaxMessages = 10;
+constexpr size_t kMaxMaxMessages = 1000;
+constexpr auto kMaxDelay = std::chrono::hours(24 * 30);
+constexpr auto kMaxVisibility = std::chrono::hours(12);
+constexpr auto kMaxTimeout = std::chrono::hours(1);
+constexpr auto kGather = std::chrono::milliseconds(20);
+// A long-poll answers this long before the request deadline, so the response always goes out.
+constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
+constexpr char kDefaultGroup[] = "default";
+
+bool IsNameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-' || c == ':';
+}
+
+Result<std::string> Name(std::string_view value, std::string_view what) {
+  if (value.empty() || value.size() > kMaxName ||
+      !std::all_of(value.begin(), value.end(), IsNameChar)) {
+    return Fail(ErrorCode::kBadRequest, std::string(what) + " name '" + std::string(value) +
+                                            "' is invalid; expected 1-200 characters of "
+                                            "A-Z a-z 0-9 . _ - :");
+  }
+  return std::string(value);
+}
+
+Result<std::string> NameParam(const Request& request, std::string_view param) {
+  return Name(request.param(param), param);
+}
+
+Result<std::string> IdParam(const Request& request) {
+  std::string_view id = request.param("id");
+  bool printable = std::all_of(id.begin(), id.end(), [](char c) { return c > 0x20 && c < 0x7f; });
+  if (id.empty() || id.size() > kMaxId || !printable) {
+    return Fail(ErrorCode::kBadRequest,
+                "message id is invalid; expected the id returned by push or publish");
+  }
+  return std::string(id);
+}
+
+// A duration query parameter ("30", "1.5", "500ms", "2m") within [0, max]; `fallback` if absent.
+Result<std::chrono::milliseconds> DurationParam(const Request& request, std::string_view name,
+                                                std::chrono::milliseconds fallback,
+                                                std::chrono::milliseconds max) {
+  auto raw = request.query_param(name);
+  if (!raw) return fallback;
+  auto d = ParseDuration(*raw);
+  if (!d || *d > max) {
+    return Fail(ErrorCode::kBadRequest,
+                std::string(name) + ": expected a duration in seconds (or 500ms, 2m) up to " +
+                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(max).count()) +
+                    "s; got '" + *raw + "'");
+  }
+  return *d;
+}
+
+// The message body as stored: JSON as sent (re-serialised compactly), anything else wrapped as
+// {"data": "<text>"} (compat).
+std::string Payload(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (!ec) return json::serialize(v);
+  return "{\"data\":" + JsonQuote(body) + "}";
+}
+
+std::string MessageJson(const Message& m) {
+  return "{\"id\":" + JsonQuote(m.id) + ",\"payload\":" + m.payload + ",\"received_at\":" +
+         JsonQuote(Rfc3339(
+             std::chrono::system_clock::time_point(std::chrono::milliseconds(m.received_at_ms)))) +
+         ",\"attempts\":" + std::to_string(m.attempts) + "}";
+}
+
+class QueueSidecar final : public Sidecar {
+ public:
+  explicit QueueSidecar(std::unique_ptr<QueueBackend> backend) : backend_(std::move(backend)) {}
+
+  std::string name() const override { return "queue"; }
+  std::string backend_name() const override { return backend_->name(); }
+  boost::asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
+  void Drain() override { backend_->Drain(); }
+  void Shutdown() override { backend_->Close(); }
+
+  std::vector<Route> Routes() override {
+    auto bind = [this](auto method) { return BindHandler(this, method); };
+    return {
+        {"POST", "/push/{queue}", bind(&QueueSidecar::Push)},
+        {"POST", "/push/{queue}/batch", bind(&QueueSidecar::PushBatch)},
+        {"GET", "/pop/{queue}", bind(&QueueSidecar::Pop)},
+        {"POST", "/ack/{queue}/{id}", bind(&QueueSidecar::Ack)},
+        {"POST", "/nack/{queue}/{id}", bind(&QueueSidecar::Nack)},
+        {"POST", "/publish/{topic}", bind(&QueueSidecar::Publish)},
+        {"GET", "/subscribe/{topic}", bind(&QueueSidecar::Subscribe)},
+        {"GET", "/len/{queue}", bind(&QueueSidecar::Len)},
+    };
+  }
+
+ private:
+  // ?delay= and ?dedup_id= of a push.
+  static Result<NewMessage> PushOptions(const Request& request) {
+    NewMessage m;
+    auto delay = DurationParam(request, "delay", std::chrono::milliseconds(0), kMaxDelay);
+    if (!delay) return Fail(delay.error());
+    m.delay_ms = delay->count();
+    if (auto dedup = request.query_param("dedup_id")) {
+      if (dedup->empty() || dedup->size() > kMaxId)
+        return Fail(ErrorCode::kBadRequest, "dedup_id: expected 1-128 bytes");
+      m.dedup_id = std::move(*dedup);
+    }
+    return m;
+  }
+
+  // ?timeout= (default 0: answer at once), ?visibility=, capped below the request deadline.
+  static Result<Receive> ReceiveOptions(const Request& request, size_t max_messages) {
+    Receive r;
+    r.max_messages = max_messages;
+    auto timeout = DurationParam(request, "timeout", std::chrono::milliseconds(0), kMaxTimeout);
+    if (!timeout) return Fail(timeout.error());
+    r.wait_until = std::min(Clock::now() + *timeout, request.deadline - kDeadlineMargin);
+    if (request.query_param("visibility")) {
+      auto visibility =
+          DurationParam(request, "visibility", std::chrono::milliseconds(0), kMaxVisibility);
+      if (!visibility) return Fail(visibility.error());
+      if (visibility->count() <= 0)
+        return Fail(ErrorCode::kBadRequest, "visibility: expected a duration above 0");
+      r.visibility = *visibility;
+    }
+    return r;
+  }
+
+  boost::asio::awaitable<Result<Response>> Push(Request& request) {
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto message = PushOptions(request);
+    if (!message) co_return Fail(message.error());
+    message->payload = Payload(request.body);
+    std::vector<NewMessage> one;
+    one.push_back(std::move(*message));
+    auto ids = co_await backend_->Push(*queue, std::move(one));
+    if (!ids) co_return Fail(ids.error());
+    co_return Response::Json("{\"message_id\":" + JsonQuote(ids->front()) +
+                             ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"pushed\"}");
+  }
+
+  boost::asio::awaitable<Result<Response>> PushBatch(Request& request) {
+    static constexpr std::string_view kExpected = "{\"messages\": [any JSON value]}";
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto options = PushOptions(request);
+    if (!options) co_return Fail(options.error());
+    if (!options->dedup_id.empty())
+      co_return Fail(ErrorCode::kBadRequest, "dedup_id applies to single pushes, not a batch");
+    auto body = ParseJsonBody(request, kExpected);
+    if (!body) co_return Fail(body.error());
+    const json::object* obj = body->if_object();
+    if (!obj) co_return Fail(WrongShape(kExpected, "not an object"));
+    auto it = obj->find("messages");
+    if (it == obj->end()) co_return Fail(WrongShape(kExpected, "missing field messages"));
+    const json::array* arr = it->value().if_array();
+    if (!arr) co_return Fail(WrongShape(kExpected, "messages is not an array"));
+    if (arr->size() > kMaxBatch) {
+      co_return Fail(ErrorCode::kPayloadTooLarge, "messages has " + std::to_string(arr->size()) +
+                                                      " entries; at most " +
+                                                      std::to_string(kMaxBatch) + " per batch");
+    }
+    std::vector<NewMessage> messages;
+    messages.reserve(arr->size());
+    for (const auto& v : *arr) messages.push_back({json::serialize(v), options->delay_ms, {}});
+    auto ids = co_await backend_->Push(*queue, std::move(messages));
+    if (!ids) co_return Fail(ids.error());
+    std::string list;
+    for (const auto& id : *ids) list += (list.empty() ? "" : ",") + JsonQuote(id);
+    co_return Response::Json("{\"message_ids\":[" + list +
+                             "],\"count\":" + std::to_string(ids->size()) +
+                             ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"pushed\"}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Pop(Request& request) {
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto receive = ReceiveOptions(request, 1);
+    if (!receive) co_return Fail(receive.error());
+    auto messages = co_await backend_->Pop(*queue, *receive);
+    if (!messages) co_return Fail(messages.error());
+    std::string message = messages->empty() ? "null" : MessageJson(messages->front());
+    co_return Response::Json("{\"message\":" + message + ",\"queue\":" + JsonQuote(*queue) + "}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Ack(Request& request) {
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto id = IdParam(request);
+    if (!id) co_return Fail(id.error());
+    auto group = Name(request.query_param("group").value_or(kDefaultGroup), "group");
+    if (!group) co_return Fail(group.error());
+    if (auto ok = co_await backend_->Ack(*queue, *group, *id); !ok) co_return Fail(ok.error());
+    co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
+                             ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"acknowledged\"}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Nack(Request& request) {
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto id = IdParam(request);
+    if (!id) co_return Fail(id.error());
+    auto delay = DurationParam(request, "delay", std::chrono::milliseconds(0), kMaxDelay);
+    if (!delay) co_return Fail(delay.error());
+    if (auto ok = co_await backend_->Nack(*queue, *id, *delay); !ok) co_return Fail(ok.error());
+    co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
+                             ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"nacked\"}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Publish(Request& request) {
+    auto topic = NameParam(request, "topic");
+    if (!topic) co_return Fail(topic.error());
+    NewMessage message;
+    message.payload = Payload(request.body);
+    auto id = co_await backend_->Publish(*topic, std::move(message));
+    if (!id) co_return Fail(id.error());
+    co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
+                             ",\"status\":\"published\",\"topic\":" + JsonQuote(*topic) + "}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Subscribe(Request& request) {
+    auto topic = NameParam(request, "topic");
+    if (!topic) co_return Fail(topic.error());
+    auto group = Name(request.query_param("group").value_or(kDefaultGroup), "group");
+    if (!group) co_return Fail(group.error());
+    size_t max_messages = kDefaultMaxMessages;
+    if (auto raw = request.query_param("max_messages")) {
+      auto n = ParseSize(*raw);
+      if (!n || *n < 1 || *n > kMaxMaxMessages ||
+          raw->find_first_not_of("0123456789") != std::string::npos) {
+        co_return Fail(ErrorCode::kBadRequest,
+                       "max_messages: expected a number 1-1000; got '" + *raw + "'");
+      }
+      max_messages = *n;
+    }
+    auto receive = ReceiveOptions(request, max_messages);
+    if (!receive) co_return Fail(receive.error());
+    receive->gather = kGather;
+    auto messages = co_await backend_->Subscribe(*topic, *group, *receive);
+    if (!messages) co_return Fail(messages.error());
+    std::string list;
+    for (const auto& m : *messages) list += (list.empty() ? "" : ",") + MessageJson(m);
+    co_return Response::Json("{\"count\":" + std::to_string(messages->size()) +
+                             ",\"group\":" + JsonQuote(*group) + ",\"messages\":[" + list +
+                             "],\"topic\":" + JsonQuote(*topic) + "}");
+  }
+
+  boost::asio::awaitable<Result<Response>> Len(Request& request) {
+    auto queue = NameParam(request, "queue");
+    if (!queue) co_return Fail(queue.error());
+    auto len = co_await backend_->Len(*queue);
+    if (!len) co_return Fail(len.error());
+    co_return Response::Json("{\"length\":" + std::to_string(len->ready) + ",\"queue\":" +
+                             JsonQuote(*queue) + ",\"leased\":" + std::to_string(len->leased) +
+                             ",\"delayed\":" + std::to_string(len->delayed) + "}");
+  }
+
+  std::unique_ptr<QueueBackend> backend_;
+};
+
+}  // namespace
+
+BackendRegistry<queue::QueueBackend>& QueueService::Registry() {
+  return ServiceRegistry(&queue::RegisterBuiltinBackends);
+}
+
+Result<std::unique_ptr<Sidecar>> QueueService::FromUrl(std::string_view url) {
+  auto backend = Registry().Create(url);
+  if (!backend) return Fail(backend.error());
+  return FromBackend(std::move(*backend));
+}
+
+std::unique_ptr<Sidecar> QueueService::FromBackend(std::unique_ptr<queue::QueueBackend> backend) {
+  return std::make_unique<QueueSidecar>(std::move(backend));
+}
+
+}  // namespace mikcar
