@@ -5,7 +5,8 @@
 #
 # Usage: bench/run.sh [--quick] [--scenario NAME]... [--rounds N] [--duration SECONDS]
 #   --quick           1 round of 3 s per target (default: 5 rounds of 8 s, median reported)
-#   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put | sql
+#   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put | sql |
+#                     queue-push | queue-pop
 #                     (repeatable, or a,b); default: all
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
 #        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
@@ -15,10 +16,10 @@ BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
 cd "$ROOT"
 
-usage() { sed -n '6,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '6,11s/^# \{0,1\}//p' "$0"; }
 ARGS=("$@")
 ROUNDS=5 DURATION=8 SCENARIOS=()
-ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql)
+ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql queue-push queue-pop)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 DURATION=3 ;;
@@ -167,6 +168,11 @@ start_servers() {
     DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench?pool_max=$SQL_CONNS" \
       start mikcar-sql-$c $c $((BASE + 60 + off)) \
       "$MIKCAR" --sql --no-auth --port $((BASE + 60 + off)) "${threads[@]}" --log-level warn
+    # Queues: the durable embedded default (LMDB, group commit) and memory://.
+    QUEUE_URL=file://$TMP/queue-$c start mikcar-queue-file-$c $c $((BASE + 70 + off)) \
+      "$MIKCAR" --queue --no-auth --port $((BASE + 70 + off)) "${threads[@]}" --log-level warn
+    QUEUE_URL=memory:// start mikcar-queue-memory-$c $c $((BASE + 71 + off)) \
+      "$MIKCAR" --queue --no-auth --port $((BASE + 71 + off)) "${threads[@]}" --log-level warn
     # Object storage on the embedded file:// backend; nginx serves the same root.
     STORAGE_URL=file://$TMP/objects-$c start mikcar-storage-$c $c $((BASE + 5 + off)) \
       "$MIKCAR" --storage --no-auth --port $((BASE + 5 + off)) "${threads[@]}" --log-level warn \
@@ -195,6 +201,12 @@ start_servers() {
  "daemonize": false, "database": 0, "verbosity": 1, "logfile": "$TMP/webdis-$c.daemon.log"}
 EOF
     start webdis-$c $c $((BASE + 30 + off)) webdis "$TMP/webdis-$c.json"
+    # The raw durable-queue reference: a redis that fsyncs its AOF before it answers.
+    mkdir -p "$TMP/redis-durable-$c"
+    start redis-durable-$c $c $((BASE + 24 + off)) \
+      redis-server --port $((BASE + 24 + off)) --bind 127.0.0.1 --save '' --appendonly yes \
+      --appendfsync always --dir "$TMP/redis-durable-$c" --daemonize no
+    wait_redis redis-durable-$c
     BACKEND_OF[webdis-$c]=redis-$c
   done
   for c in 1 n; do
@@ -202,6 +214,8 @@ EOF
     wait_200 mikcar-file-$c /health
     wait_200 mikcar-storage-$c /health
     wait_200 mikcar-sql-$c /health
+    wait_200 mikcar-queue-file-$c /health
+    wait_200 mikcar-queue-memory-$c /health
     wait_200 nginx-$c /health
     wait_200 webdis-$c /PING
   done
@@ -332,6 +346,57 @@ sql_targets() {
   pgbench_round sql-c1 1 "$r"
 }
 
+# Queues: durable push (50 connections, 100-byte JSON) and pop-with-lease + ack (two requests
+# per message), against redis-benchmark on a redis with appendfsync always: XADD for push, and
+# LPUSH-filled RPOP for pop (at-most-once: one command per message).
+QUEUE_FILL=200000
+queue_push_targets() {
+  local r=$1 c push=$BENCH/lua/push.lua
+  for c in 1 n; do
+    measure queue-push mikcar-queue-file mikcar-queue-file-$c "$r" / "$push" /queue/push/bench
+    measure queue-push mikcar-queue-memory mikcar-queue-memory-$c "$r" / "$push" /queue/push/bench
+    redis_command_round queue-push "$c" redis-durable-$c "$r" XADD benchstream MAXLEN '~' 100000 '*' payload "$VALUE"
+  done
+}
+queue_fill() {  # queue_fill SERVER: at least QUEUE_FILL messages in queue "popbench"
+  local have batch
+  batch=$(python3 -c 'import json; print(json.dumps({"messages": [{"payload": "x" * 80, "n": i} for i in range(10000)]}))')
+  have=$(curl -sf "http://127.0.0.1:${PORT[$1]}/queue/len/popbench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])')
+  while [ "$have" -lt "$QUEUE_FILL" ]; do
+    curl -sf -o /dev/null -H 'content-type: application/json' --data-binary "$batch" \
+      "http://127.0.0.1:${PORT[$1]}/queue/push/popbench/batch"
+    have=$((have + 10000))
+  done
+}
+queue_pop_targets() {
+  local r=$1 c s pop=$BENCH/lua/pop_ack.lua
+  for c in 1 n; do
+    for s in mikcar-queue-file mikcar-queue-memory; do
+      queue_fill $s-$c
+      measure queue-pop $s $s-$c "$r" / "$pop" popbench
+    done
+    redis-cli -p "${PORT[redis-durable-$c]}" del benchlist >/dev/null
+    redis-benchmark -h 127.0.0.1 -p "${PORT[redis-durable-$c]}" -n "$QUEUE_FILL" -c "$CONNS" -P 16 \
+      LPUSH benchlist "$VALUE" >/dev/null 2>&1
+    redis_command_round queue-pop "$c" redis-durable-$c "$r" RPOP benchlist
+  done
+}
+# redis_command_round SCENARIO CORES SERVER ROUND COMMAND...: redis-benchmark running one command.
+redis_command_round() {
+  local scenario=$1 c=$2 server=$3 r=$4; shift 4
+  [ "$r" = 0 ] && return 0
+  local n=$((20000 * DURATION)) pids cpu0 cpu1 out pin=()
+  [ "$c" = 1 ] && pin=(taskset -c "$CLIENT_CPU")
+  pids=$(server_pids "$server")
+  cpu0=$(cpu_ns $pids)
+  out=$("${pin[@]}" redis-benchmark -h 127.0.0.1 -p "${PORT[$server]}" -n "$n" -c "$CONNS" --csv "$@" 2>&1)
+  cpu1=$(cpu_ns $pids)
+  echo "$out" | tr -d '"' | awk -F, -v s="$scenario" -v c="$c" -v r="$r" -v n="$n" -v cpu=$((cpu1 - cpu0)) -v cmd="$1" '
+    NF >= 7 && $2 ~ /^[0-9.]+$/ { printf "%s\t%s\tredis-%s\t%s\t%.0f\t%.3f\t%.3f\t%.1f\t0\n", s, c, cmd, r, $2, $5, $7, cpu / 1000 / n }' >>"$RESULTS"
+  tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  p50 %6.3f ms  p99 %6.3f ms\n",
+    $1, $2, $3, $4, $5, $6, $7 }'
+}
+
 # A throwaway PostgreSQL 15 cluster (fsync off) with pgbench's tables at scale 1.
 PG_PORT=$((BASE + 50))
 start_postgres() {
@@ -404,6 +469,9 @@ display_name() {
     pgbench) echo "pgbench -S (libpq; p50 = its average)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
+    mikcar-queue-file) echo "mikcar queue file:// (LMDB, fsync)" ;;
+    mikcar-queue-memory) echo "mikcar queue memory://" ;;
+    redis-XADD|redis-RPOP) echo "redis-benchmark ${1#redis-} (fsync always)" ;;
     *) echo "$1" ;;
   esac
 }
@@ -444,6 +512,10 @@ report() {
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
       sql-*) to_nginx=$(ratio "$key" "$s|$c|pgbench") ;;
+      queue-push) to_redis=$(ratio "$key" "$s|$c|redis-XADD") ;;
+      queue-pop)  # mikcar spends two requests (pop, ack) per message, redis one (RPOP)
+        [[ "$l" == mikcar* ]] && RPS[$key.msg]=$((RPS[$key] / 2)) && name+=" [msg/s = req/s / 2]"
+        to_redis=$(ratio "$key${RPS[$key.msg]:+.msg}" "$s|$c|redis-RPOP") ;;
     esac
     [[ "$l" == nginx* ]] && to_nginx=ref
     [ "$l" = webdis ] && to_webdis=ref
@@ -476,6 +548,8 @@ for s in "${SCENARIOS[@]}"; do
     storage-get) rounds storage_get_targets ;;
     storage-put) rounds storage_put_targets ;;
     sql) rounds sql_targets ;;
+    queue-push) rounds queue_push_targets ;;
+    queue-pop) rounds queue_pop_targets ;;
   esac
 done
 
