@@ -40,12 +40,13 @@ bool IsNameChar(char c) {
          c == '_' || c == '-' || c == ':';
 }
 
+// A dead-letter queue's name is its queue's plus ".dlq", so it may be that much longer.
 Result<std::string> Name(std::string_view value, std::string_view what) {
-  if (value.empty() || value.size() > kMaxName ||
-      !std::all_of(value.begin(), value.end(), IsNameChar)) {
+  size_t max = kMaxName + (value.ends_with(".dlq") ? 4 : 0);
+  if (value.empty() || value.size() > max || !std::all_of(value.begin(), value.end(), IsNameChar)) {
     return Fail(ErrorCode::kBadRequest, std::string(what) + " name '" + std::string(value) +
                                             "' is invalid; expected 1-200 characters of "
-                                            "A-Z a-z 0-9 . _ - :");
+                                            "A-Z a-z 0-9 . _ - : (+ .dlq)");
   }
   return std::string(value);
 }

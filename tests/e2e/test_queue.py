@@ -353,6 +353,16 @@ def test_dead_letter_after_max_attempts(queue):
     assert dead is not None and dead["id"] == mid and dead["payload"] == {"poison": True}
 
 
+def test_dead_letter_queue_of_a_longest_name(queue):
+    q = "L" * 200
+    mid = push(queue, q, 1)
+    for _ in range(5):
+        pop(queue, q, visibility=30, timeout=5)
+        assert queue.post(f"/queue/nack/{q}/{mid}").status_code == 200
+    assert pop(queue, q + ".dlq", timeout=5)["id"] == mid
+    assert_envelope(queue.post(f"/queue/push/{'L' * 201}.dlq", data="1"), 400, "BAD_REQUEST")
+
+
 def test_dead_letter_after_expired_leases(queue):
     q = name()
     mid = push(queue, q, "expires")
