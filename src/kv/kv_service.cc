@@ -1,5 +1,6 @@
 // The /kv service: parses and validates each request once, calls one KvBackend, shapes the
 // response (SPEC §3). Knows nothing about HTTP parsing or concrete backends.
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -149,6 +150,10 @@ class KvSidecar final : public Sidecar {
   std::string name() const override { return "kv"; }
   std::string backend_name() const override { return backend_->name(); }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ping(); }
+  void Drain() override {
+    draining_ = true;
+    watch_.NotifyAll();
+  }
   void Shutdown() override { backend_->Close(); }
 
   std::vector<Route> Routes() override {
@@ -446,7 +451,7 @@ class KvSidecar final : public Sidecar {
         co_return ValueResponse(Request{}, std::move(*entry));
       }
       auto now = Clock::now();
-      if (now >= until) {
+      if (now >= until || draining_) {  // shutting down: answer "unchanged" now
         Response r = Response::Empty(304);
         r.headers.emplace_back("ETag", ETag(known));
         co_return r;
@@ -459,6 +464,7 @@ class KvSidecar final : public Sidecar {
 
   std::unique_ptr<KvBackend> backend_;
   WatchHub watch_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace

@@ -706,6 +706,24 @@ def test_watch_times_out_with_304(kv):
     assert r.status_code == 304
 
 
+def test_watch_answers_at_once_on_shutdown(kv):
+    etag = kset(kv, "k", b"v")
+    result = {}
+
+    def watcher():
+        result["r"] = kv.get("/kv/watch/k", params={"version": etag_version(etag), "timeout": 25},
+                             timeout=30)
+
+    th = threading.Thread(target=watcher)
+    th.start()
+    time.sleep(0.5)
+    start = time.monotonic()
+    assert kv.stop() == 0
+    th.join(5)
+    assert result["r"].status_code == 304 and result["r"].headers["ETag"] == etag
+    assert time.monotonic() - start < 3
+
+
 def test_watch_returns_at_once_when_version_differs(kv):
     old = kset(kv, "k", b"v1", headers={"Content-Type": "application/x-thing"})
     new = kset(kv, "k", b"v2", headers={"Content-Type": "application/x-thing"})
