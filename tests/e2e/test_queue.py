@@ -619,3 +619,39 @@ def test_shutdown_answers_long_polls_early(start_mikcar, tmp_path):
     assert result["response"].status_code == 200
     assert result["response"].json()["message"] is None
     assert time.time() - t < 3.0 and result["elapsed"] < 4.0
+
+
+# --- backend URL options (embedded backends) -------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["memory", "file"])
+def test_max_attempts_and_dedup_window_options(start_mikcar, tmp_path, kind):
+    url = backend_url(kind, tmp_path) + "?max_attempts=2&dedup_window=300ms"
+    m = start_mikcar(["--queue"], env={"QUEUE_URL": url}, data_dir=str(tmp_path))
+    q = name()
+    mid = push(m, q, "x")
+    for _ in range(2):
+        pop(m, q, visibility=30, timeout=5)
+        assert m.post(f"/queue/nack/{q}/{mid}").status_code == 200
+    assert pop(m, q) is None
+    assert pop(m, f"{q}.dlq", timeout=5)["id"] == mid
+    a = push(m, q, 1, dedup_id="d")
+    assert push(m, q, 2, dedup_id="d") == a
+    time.sleep(0.5)
+    assert push(m, q, 3, dedup_id="d") != a  # forgotten after the window
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("memory://?max_attempts=0", "max_attempts"),
+    ("memory://?max_attempts=many", "max_attempts"),
+    ("memory://?dedup_window=forever", "dedup_window"),
+    ("file://relative/dir", "file:///absolute/dir"),
+    ("nosuch://x", "memory://"),
+])
+def test_bad_queue_url_exits_2(tmp_path, url, expected):
+    import subprocess
+    from conftest import BIN
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_URL")}
+    env.update({"QUEUE_URL": url, "MIKCAR_DATA_DIR": str(tmp_path)})
+    r = subprocess.run([BIN, "--queue", "--port", "0"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, r.stderr
+    assert "QUEUE_URL" in r.stderr and expected in r.stderr, r.stderr
