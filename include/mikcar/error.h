@@ -41,6 +41,10 @@ enum class ErrorCode {
   kSqlConflict,     // 409 SQL_ERROR: constraint violation, serialization failure
   kSqlUnavailable,  // 503 SQL_ERROR: database unreachable or shutting down
   kSqlTimeout,      // 504 SQL_ERROR: statement timeout
+  // /sql/script.
+  kScriptError,    // 400 SCRIPT_ERROR: the script threw, or does not compile
+  kScriptTimeout,  // 408 SCRIPT_TIMEOUT: the script ran past its wall-time limit
+  kScriptMemory,   // 413 SCRIPT_MEMORY: the script's heap grew past its limit
 };
 
 // The wire name of a code, e.g. "NOT_FOUND".

@@ -49,6 +49,12 @@ std::string_view ErrorCodeName(ErrorCode code) {
     case ErrorCode::kSqlUnavailable:
     case ErrorCode::kSqlTimeout:
       return "SQL_ERROR";
+    case ErrorCode::kScriptError:
+      return "SCRIPT_ERROR";
+    case ErrorCode::kScriptTimeout:
+      return "SCRIPT_TIMEOUT";
+    case ErrorCode::kScriptMemory:
+      return "SCRIPT_MEMORY";
   }
   return "INTERNAL_ERROR";
 }

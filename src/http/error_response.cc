@@ -56,6 +56,12 @@ int HttpStatus(ErrorCode code) {
       return 503;
     case ErrorCode::kSqlTimeout:
       return 504;
+    case ErrorCode::kScriptError:
+      return 400;
+    case ErrorCode::kScriptTimeout:
+      return 408;
+    case ErrorCode::kScriptMemory:
+      return 413;
   }
   return 500;
 }

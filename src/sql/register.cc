@@ -9,6 +9,15 @@
 
 namespace mikcar::sql {
 
+std::unique_ptr<script::ScriptRunner> MakeBuiltinScriptRunner(
+    [[maybe_unused]] SqlBackend& backend, [[maybe_unused]] const script::ScriptOptions& options) {
+#ifdef MIKCAR_WITH_SQL_SCRIPT
+  return script::MakeScriptRunner(backend, options);
+#else
+  return nullptr;
+#endif
+}
+
 void RegisterBuiltinBackends(BackendRegistry<SqlBackend>& registry) {
   BackendRegistry<SqlBackend>::Factory sqlite;
 #ifdef MIKCAR_WITH_SQL_SQLITE

@@ -10,81 +10,24 @@
 #include "common/units.h"
 #include "mikcar/sql/sql.h"
 #include "sql/register.h"
+#include "sql/statement_json.h"
 
 namespace mikcar {
 namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
+using sql::IsTransactionControl;
 using sql::Param;
+using sql::RowsJson;
 using sql::SqlBackend;
 using sql::Statement;
+using sql::ToParam;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxBatchStatements = 1000;
 constexpr size_t kMaxParams = 65535;  // PostgreSQL's protocol limit
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(50);
-
-Result<Param> ToParam(const json::value& v) {
-  Param p;
-  switch (v.kind()) {
-    case json::kind::null:
-      break;
-    case json::kind::bool_:
-      p.kind = Param::Kind::kBool;
-      p.boolean = v.get_bool();
-      break;
-    case json::kind::int64:
-      p.kind = Param::Kind::kInt;
-      p.integer = v.get_int64();
-      break;
-    case json::kind::uint64:  // above INT64_MAX: exact as text, the database converts it
-      p.kind = Param::Kind::kText;
-      p.text = std::to_string(v.get_uint64());
-      break;
-    case json::kind::double_:
-      p.kind = Param::Kind::kFloat;
-      p.real = v.get_double();
-      break;
-    case json::kind::string:
-      p.kind = Param::Kind::kText;
-      p.text = std::string(v.get_string());
-      break;
-    case json::kind::array:
-    case json::kind::object:
-      p.kind = Param::Kind::kJson;
-      p.text = json::serialize(v);
-      break;
-  }
-  return p;
-}
-
-// True if `sql` starts (after whitespace and comments) with a transaction-control keyword: mikcar
-// runs every request in a transaction of its own, so such statements would leave a pooled
-// connection inside one, or end a batch's transaction half-way.
-bool IsTransactionControl(std::string_view sql) {
-  size_t i = 0;
-  for (;;) {
-    while (i < sql.size() && std::isspace(static_cast<unsigned char>(sql[i]))) ++i;
-    if (sql.substr(i, 2) == "--") {
-      size_t end = sql.find('\n', i);
-      i = end == std::string_view::npos ? sql.size() : end + 1;
-    } else if (sql.substr(i, 2) == "/*") {
-      size_t end = sql.find("*/", i + 2);
-      i = end == std::string_view::npos ? sql.size() : end + 2;
-    } else {
-      break;
-    }
-  }
-  std::string word;
-  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
-    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i++])));
-  for (const char* keyword :
-       {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}) {
-    if (word == keyword) return true;
-  }
-  return false;
-}
 
 // {"sql": string, "params": [..]} (params optional) as a Statement; `where` prefixes messages.
 Result<Statement> ToStatement(const json::value& body, std::string_view expected,
@@ -141,26 +84,6 @@ Result<sql::Limits> LimitsOf(const Request& request) {
   return limits;
 }
 
-std::string RowsJson(const sql::ResultSet& result) {
-  std::vector<std::string> names;
-  names.reserve(result.columns.size());
-  for (const auto& c : result.columns) names.push_back(JsonQuote(c.name) + ":");
-  std::string out = "[";
-  for (size_t r = 0; r < result.rows.size(); ++r) {
-    if (r) out += ',';
-    out += '{';
-    const auto& row = result.rows[r];
-    for (size_t c = 0; c < row.size() && c < names.size(); ++c) {
-      if (c) out += ',';
-      out += names[c];
-      out += row[c];
-    }
-    out += '}';
-  }
-  out += ']';
-  return out;
-}
-
 std::string ColumnsJson(const sql::ResultSet& result) {
   std::string out = "[";
   for (size_t c = 0; c < result.columns.size(); ++c) {
@@ -172,9 +95,68 @@ std::string ColumnsJson(const sql::ResultSet& result) {
   return out;
 }
 
+// Script limits named on the DATABASE_URL (script_timeout, script_max_timeout, script_heap,
+// script_workers), taken off it before the backend sees the URL.
+Result<std::pair<std::string, sql::script::ScriptOptions>> TakeScriptOptions(std::string_view url) {
+  sql::script::ScriptOptions options;
+  size_t question = url.find('?');
+  if (question == std::string_view::npos) return std::pair{std::string(url), options};
+  std::string kept(url.substr(0, question));
+  std::string query;
+  std::string_view rest = url.substr(question + 1);
+  while (!rest.empty()) {
+    size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
+    size_t eq = pair.find('=');
+    std::string_view key = pair.substr(0, eq);
+    std::string_view value = eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    auto bad = [&](std::string_view expected) {
+      return Fail(ErrorCode::kBadRequest, std::string(key) + ": expected " + std::string(expected) +
+                                              "; got '" + std::string(value) + "'");
+    };
+    if (key == "script_timeout" || key == "script_max_timeout") {
+      auto d = ParseDuration(value);
+      if (!d || d->count() <= 0) return bad("a positive duration such as 5s");
+      (key == "script_timeout" ? options.timeout : options.max_timeout) = *d;
+    } else if (key == "script_heap") {
+      auto n = ParseSize(value);
+      if (!n || *n < (1u << 20)) return bad("a size of at least 1MiB such as 64MiB");
+      options.heap_limit = *n;
+    } else if (key == "script_workers") {
+      auto n = ParseSize(value);
+      if (!n || *n < 1 || *n > 256) return bad("a number of threads from 1 to 256");
+      options.workers = static_cast<unsigned>(*n);
+    } else {
+      query += query.empty() ? "" : "&";
+      query += pair;
+    }
+  }
+  if (options.timeout > options.max_timeout) options.max_timeout = options.timeout;
+  if (!query.empty()) kept += "?" + query;
+  return std::pair{std::move(kept), options};
+}
+
+// A duration in a JSON body: seconds as a number, or a string such as "500ms".
+std::optional<std::chrono::milliseconds> JsonDuration(const json::value& v) {
+  if (v.is_number()) {
+    double seconds = v.to_number<double>();
+    if (!(seconds > 0) || seconds > 86400) return std::nullopt;
+    return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+  }
+  if (v.is_string()) {
+    auto d = ParseDuration(std::string(v.get_string()));
+    if (d && d->count() > 0) return *d;
+  }
+  return std::nullopt;
+}
+
 class SqlSidecar final : public Sidecar {
  public:
-  explicit SqlSidecar(std::unique_ptr<SqlBackend> backend) : backend_(std::move(backend)) {}
+  SqlSidecar(std::unique_ptr<SqlBackend> backend, const sql::script::ScriptOptions& options)
+      : backend_(std::move(backend)),
+        script_options_(options),
+        scripts_(sql::MakeBuiltinScriptRunner(*backend_, options)) {}
 
   std::string name() const override { return "sql"; }
   std::string backend_name() const override { return backend_->name(); }
@@ -183,11 +165,13 @@ class SqlSidecar final : public Sidecar {
 
   std::vector<Route> Routes() override {
     auto bind = [this](auto method) { return BindHandler(this, method); };
-    return {
+    std::vector<Route> routes = {
         {"POST", "/query", bind(&SqlSidecar::Query)},
         {"POST", "/execute", bind(&SqlSidecar::Execute)},
         {"POST", "/batch", bind(&SqlSidecar::Batch)},
     };
+    if (scripts_) routes.push_back({"POST", "/script", bind(&SqlSidecar::Script)});
+    return routes;
   }
 
  private:
@@ -267,7 +251,44 @@ class SqlSidecar final : public Sidecar {
         ",\"status\":\"ok\",\"total_rows_affected\":" + std::to_string(affected) + "}");
   }
 
+  asio::awaitable<Result<Response>> Script(Request& request) {
+    static constexpr std::string_view kScript =
+        R"({"script": string, "input": any, "timeout": seconds or duration})";
+    auto body = ParseJsonBody(request, kScript);
+    if (!body) co_return Fail(body.error());
+    const json::object* obj = body->if_object();
+    if (!obj) co_return Fail(WrongShape(kScript, "not an object"));
+    const json::value* script = obj->if_contains("script");
+    if (!script) co_return Fail(WrongShape(kScript, "missing field script"));
+    if (!script->is_string()) co_return Fail(WrongShape(kScript, "script is not a string"));
+    sql::script::ScriptJob job;
+    job.source = std::string(script->get_string());
+    if (const json::value* input = obj->if_contains("input"))
+      job.input_json = json::serialize(*input);
+    job.timeout = script_options_.timeout;
+    if (const json::value* timeout = obj->if_contains("timeout"); timeout && !timeout->is_null()) {
+      auto wanted = JsonDuration(*timeout);
+      if (!wanted) co_return Fail(WrongShape(kScript, "timeout is not a positive duration"));
+      if (*wanted > script_options_.max_timeout) {
+        co_return Fail(WrongShape(kScript, "timeout is above the maximum of " +
+                                               std::to_string(script_options_.max_timeout.count()) +
+                                               " ms"));
+      }
+      job.timeout = *wanted;
+    }
+    auto limits = LimitsOf(request);
+    if (!limits) co_return Fail(limits.error());
+    job.sql_limits = *limits;
+    job.trace_id = request.trace_id;
+    auto outcome = co_await scripts_->Run(std::move(job));
+    if (!outcome) co_return Fail(outcome.error());
+    co_return Response::Json("{\"result\":" + outcome->result_json + ",\"queries_executed\":" +
+                             std::to_string(outcome->queries_executed) + "}");
+  }
+
   std::unique_ptr<SqlBackend> backend_;
+  sql::script::ScriptOptions script_options_;
+  std::unique_ptr<sql::script::ScriptRunner> scripts_;  // null without MIKCAR_WITH_SQL_SCRIPT
 };
 
 }  // namespace
@@ -277,13 +298,15 @@ BackendRegistry<sql::SqlBackend>& SqlService::Registry() {
 }
 
 Result<std::unique_ptr<Sidecar>> SqlService::FromUrl(std::string_view url) {
-  auto backend = Registry().Create(url);
+  auto split = TakeScriptOptions(url);
+  if (!split) return Fail(split.error());
+  auto backend = Registry().Create(split->first);
   if (!backend) return Fail(backend.error());
-  return FromBackend(std::move(*backend));
+  return std::unique_ptr<Sidecar>(std::make_unique<SqlSidecar>(std::move(*backend), split->second));
 }
 
 std::unique_ptr<Sidecar> SqlService::FromBackend(std::unique_ptr<sql::SqlBackend> backend) {
-  return std::make_unique<SqlSidecar>(std::move(backend));
+  return std::make_unique<SqlSidecar>(std::move(backend), sql::script::ScriptOptions{});
 }
 
 }  // namespace mikcar

@@ -48,6 +48,9 @@ constexpr CodeCase kCodes[] = {
     {ErrorCode::kSqlConflict, 409, "SQL_ERROR"},
     {ErrorCode::kSqlUnavailable, 503, "SQL_ERROR"},
     {ErrorCode::kSqlTimeout, 504, "SQL_ERROR"},
+    {ErrorCode::kScriptError, 400, "SCRIPT_ERROR"},
+    {ErrorCode::kScriptTimeout, 408, "SCRIPT_TIMEOUT"},
+    {ErrorCode::kScriptMemory, 413, "SCRIPT_MEMORY"},
 };
 
 // Parses the body as JSON, failing the test if it is not an object.
