@@ -164,7 +164,7 @@ struct ScriptRun {
   JSGlobalContextRef ctx = nullptr;
   Clock::time_point deadline;
   Stop stop = Stop::kNone;
-  double heap_baseline = 0;
+  double heap_baseline = -1;  // unknown until the first slice
   double heap_peak = 0;
   std::shared_ptr<Transaction> transaction;
   std::optional<Error> sql_error;  // sticky: the script is rolled back and answers with it
@@ -204,7 +204,12 @@ bool ShouldTerminate(JSContextRef ctx, void* arg) {
     run.stop = Stop::kTimeout;
     return true;
   }
-  double used = HeapInUse(*run.js, ctx) - run.heap_baseline;
+  // JSGetMemoryUsageStatistics walks the whole heap (about 1 ms for a fresh VM), so it is never
+  // called for a script that ends within its first slice: the baseline is the heap at the first
+  // check, and what the script allocated before it (one slice's worth) is not counted.
+  double heap = HeapInUse(*run.js, ctx);
+  if (run.heap_baseline < 0) run.heap_baseline = heap;
+  double used = heap - run.heap_baseline;
   run.heap_peak = std::max(run.heap_peak, used);
   if (used > static_cast<double>(run.options->heap_limit)) {
     run.stop = Stop::kMemory;
@@ -633,7 +638,6 @@ class JscScriptRunner final : public ScriptRunner {
 
     JSGlobalContextRef ctx = js.JSGlobalContextCreateInGroup(vm.group, nullptr);
     run.ctx = ctx;
-    run.heap_baseline = HeapInUse(js, ctx);
     InstallGlobals(js, ctx, job);
     JSValueRef input = Get(js, ctx, js.JSContextGetGlobalObject(ctx), "input");
 
