@@ -6,7 +6,7 @@
 # Usage: bench/run.sh [--quick] [--scenario NAME]... [--rounds N] [--duration SECONDS]
 #   --quick           1 round of 3 s per target (default: 5 rounds of 8 s, median reported)
 #   --scenario NAME   health | kv-get | kv-set | redis | storage-get | storage-put | sql |
-#                     queue-push | queue-pop
+#                     queue-push | queue-pop | script
 #                     (repeatable, or a,b); default: all
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
 #        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
@@ -19,7 +19,7 @@ cd "$ROOT"
 usage() { sed -n '6,11s/^# \{0,1\}//p' "$0"; }
 ARGS=("$@")
 ROUNDS=5 DURATION=8 SCENARIOS=()
-ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql queue-push queue-pop)
+ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql queue-push queue-pop script)
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) ROUNDS=1 DURATION=3 ;;
@@ -397,6 +397,30 @@ redis_command_round() {
     $1, $2, $3, $4, $5, $6, $7 }'
 }
 
+# /sql/script on the same PostgreSQL, one connection (latency is what a script adds): a script
+# that touches no table and one point select in a script against /sql/query, two point selects in
+# a script against the same two through /sql/batch (both one transaction: BEGIN, 2 ×, COMMIT).
+script_targets() {
+  local r=$1 lua=$BENCH/lua/script.lua
+  MEASURE_CONNS=1 measure script-c1 sql-query mikcar-sql-n "$r" / "$BENCH/lua/sql.lua"
+  MEASURE_CONNS=1 measure script-c1 script-trivial mikcar-sql-n "$r" / "$lua" trivial
+  MEASURE_CONNS=1 measure script-c1 script-1-query mikcar-sql-n "$r" / "$lua" one
+  MEASURE_CONNS=1 measure script-c1 sql-batch-2 mikcar-sql-n "$r" / "$lua" batch2
+  MEASURE_CONNS=1 measure script-c1 script-2-queries mikcar-sql-n "$r" / "$lua" two
+}
+# The p50 a script adds over its reference, in µs, from the medians of the report.
+script_overhead() {
+  local k=script-c1\|n\| a b
+  echo
+  echo "/sql/script overhead at 1 connection (p50 difference, medians of $ROUNDS round(s)):"
+  for pair in "script-trivial sql-query" "script-1-query sql-query" "script-2-queries sql-batch-2"; do
+    read -r a b <<<"$pair"
+    [ -n "${P50[$k$a]:-}" ] && [ -n "${P50[$k$b]:-}" ] || continue
+    awk -v a="${P50[$k$a]}" -v b="${P50[$k$b]}" -v na="$a" -v nb="$b" \
+      'BEGIN { printf "  %-18s %7.0f µs p50 vs %-12s %7.0f µs: %+6.0f µs per request\n", na, a * 1000, nb, b * 1000, (a - b) * 1000 }'
+  done
+}
+
 # A throwaway PostgreSQL 15 cluster (fsync off) with pgbench's tables at scale 1.
 PG_PORT=$((BASE + 50))
 start_postgres() {
@@ -466,6 +490,11 @@ display_name() {
     nginx-static) echo "nginx static file (sendfile)" ;;
     nginx-dav) echo "nginx WebDAV PUT (no fsync)" ;;
     mikcar-sql) echo "mikcar /sql/query → PostgreSQL" ;;
+    sql-query) echo "/sql/query 1 point select" ;;
+    script-trivial) echo "/sql/script return input.aid" ;;
+    script-1-query) echo "/sql/script 1 point select" ;;
+    sql-batch-2) echo "/sql/batch 2 point selects" ;;
+    script-2-queries) echo "/sql/script 2 point selects" ;;
     pgbench) echo "pgbench -S (libpq; p50 = its average)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
@@ -550,10 +579,13 @@ for s in "${SCENARIOS[@]}"; do
     sql) rounds sql_targets ;;
     queue-push) rounds queue_push_targets ;;
     queue-pop) rounds queue_pop_targets ;;
+
+    script) rounds script_targets ;;
   esac
 done
 
 report
+[[ " ${SCENARIOS[*]} " == *" script "* ]] && script_overhead
 echo
 echo "mikcar startup → first 200 on /health (5 cold starts, --threads 1, pinned; median, min–max; RSS then):"
 for line in "${STARTUP[@]}"; do
