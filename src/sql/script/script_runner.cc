@@ -12,6 +12,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 
 #include "common/blocking_pool.h"
 #include "sql/script/jsc.h"
@@ -141,6 +142,10 @@ struct WorkerVm {
   // Lines JSObjectMakeFunction adds before a function body (its "(function anonymous(…) {"
   // prologue), measured once: subtracted from errors of the function forms.
   int body_line_offset = 0;
+  // The next request's global, made while the worker would otherwise be idle (after the
+  // previous answer went out): creating a global and trimming it is most of a trivial script's
+  // cost. It holds nothing of any request.
+  JSGlobalContextRef spare = nullptr;
 };
 
 struct CachedForm {
@@ -154,6 +159,14 @@ struct CachedForm {
 
 enum class Stop { kNone, kTimeout, kMemory };
 
+// What a worker hands back to the request's coroutine: the outcome and the transaction to end.
+struct Finished {
+  Result<ScriptOutcome> outcome;
+  std::shared_ptr<Transaction> transaction;
+  Clock::time_point deadline;
+  uint64_t queries = 0;
+};
+
 struct ScriptRun {
   const Jsc* js = nullptr;
   const ScriptOptions* options = nullptr;
@@ -166,7 +179,10 @@ struct ScriptRun {
   Stop stop = Stop::kNone;
   double heap_baseline = -1;  // unknown until the first slice
   double heap_peak = 0;
-  std::shared_ptr<Transaction> transaction;
+  // The transaction, begun by the first SQL call on the I/O thread (shared with that call, so an
+  // abandoned wait never leaves it writing into a finished run).
+  std::shared_ptr<std::shared_ptr<Transaction>> transaction =
+      std::make_shared<std::shared_ptr<Transaction>>();
   std::optional<Error> sql_error;  // sticky: the script is rolled back and answers with it
   uint64_t queries = 0;
   uint64_t rows = 0;
@@ -321,27 +337,21 @@ JSValueRef SqlCall(SqlMode mode, JSContextRef ctx, size_t argc, const JSValueRef
     run.stop = Stop::kTimeout;
     return Throw(js, ctx, exception, "script timed out");
   }
-  if (!run.transaction) {
-    Limits limits = run.job->sql_limits;
-    limits.deadline = std::min(limits.deadline, run.deadline);
-    limits.statement_timeout = std::min(
-        limits.statement_timeout,
-        std::max(std::chrono::milliseconds(1),
-                 std::chrono::duration_cast<std::chrono::milliseconds>(run.deadline - now)));
-    SqlBackend* backend = run.backend;
-    auto begin = [backend, limits]() -> asio::awaitable<Result<std::unique_ptr<Transaction>>> {
-      co_return co_await backend->Begin(limits);
-    };
-    auto begun = OnIo<std::unique_ptr<Transaction>>(run.io, std::move(begin), run.deadline);
-    if (!begun) {
-      run.sql_error = std::move(begun.error());
-      return Throw(js, ctx, exception, run.sql_error->message);
+  // BEGIN and the first statement in one trip to the I/O thread.
+  Limits limits = run.job->sql_limits;
+  limits.deadline = std::min(limits.deadline, run.deadline);
+  limits.statement_timeout =
+      std::min(limits.statement_timeout,
+               std::max(std::chrono::milliseconds(1),
+                        std::chrono::duration_cast<std::chrono::milliseconds>(run.deadline - now)));
+  auto step = [backend = run.backend, limits, transaction = run.transaction,
+               s = std::move(*statement)]() mutable -> Task<ResultSet> {
+    if (!*transaction) {
+      auto begun = co_await backend->Begin(limits);
+      if (!begun) co_return Fail(std::move(begun.error()));
+      *transaction = std::move(*begun);
     }
-    run.transaction = std::move(*begun);
-  }
-  auto transaction = run.transaction;
-  auto step = [transaction, s = std::move(*statement)]() mutable -> Task<ResultSet> {
-    co_return co_await transaction->Run(std::move(s));
+    co_return co_await (*transaction)->Run(std::move(s));
   };
   auto result = OnIo<ResultSet>(run.io, std::move(step), run.deadline);
   if (!result) {
@@ -459,10 +469,41 @@ class JscScriptRunner final : public ScriptRunner {
   asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) override {
     auto js = LoadJsc();
     if (!js) co_return Fail(js.error());
+    if (queued_.fetch_add(1, std::memory_order_relaxed) >= options_.max_queued) {
+      queued_.fetch_sub(1, std::memory_order_relaxed);
+      co_return Fail(
+          ErrorCode::kUnavailable,
+          "server busy: " + std::to_string(options_.max_queued) + " scripts are queued or running");
+    }
     auto io = co_await asio::this_coro::executor;
     auto shared = std::make_shared<ScriptJob>(std::move(job));
-    auto work = [this, js = *js, io, shared]() { return Execute(*js, *shared, io); };
-    co_return co_await Pool().Run(std::move(work));
+    // Not BlockingPool::Run: the worker answers first, then prepares the next global.
+    auto start = [this, js = *js, io, shared](auto done) {
+      Pool().Detach([this, js, io, shared, done] {
+        Finished finished = Execute(*js, *shared, io);
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+        done->Complete(std::move(finished));
+        Prewarm(*js);
+      });
+    };
+    auto finished = co_await Suspend<Finished>(std::move(start));
+    // COMMIT only after a clean finish, otherwise ROLLBACK: here on the I/O thread, which the
+    // answer passes anyway. When the script's time is up the transaction's destructor rolls back
+    // instead, with a deadline of its own.
+    Result<ScriptOutcome> outcome = std::move(finished->outcome);
+    if (auto transaction = std::move(finished->transaction)) {
+      if (outcome) {
+        if (auto done = co_await transaction->Commit(); !done) outcome = Fail(done.error());
+      } else if (Clock::now() < finished->deadline) {
+        (void)co_await transaction->Rollback();
+      }
+    }
+    if (outcome) {
+      outcome->queries_executed = finished->queries;
+    } else {
+      outcome.error().fields.emplace_back("queries_executed", std::to_string(finished->queries));
+    }
+    co_return outcome;
   }
 
  private:
@@ -515,18 +556,16 @@ class JscScriptRunner final : public ScriptRunner {
     return vm;
   }
 
-  // The global of one script: the forbidden globals gone, `input`, `sql` and `console` in.
-  static void InstallGlobals(const Jsc& js, JSGlobalContextRef ctx, const ScriptJob& job) {
+  // A global for one script: the forbidden globals gone, `sql` and `console` in (`input` is
+  // added per request).
+  static JSGlobalContextRef NewGlobal(const Jsc& js, WorkerVm& vm) {
+    JSGlobalContextRef ctx = js.JSGlobalContextCreateInGroup(vm.group, nullptr);
     JSObjectRef global = js.JSContextGetGlobalObject(ctx);
     for (const char* name : kForbiddenGlobals) {
       JSStringRef n = js.JSStringCreateWithUTF8CString(name);
       js.JSObjectDeleteProperty(ctx, global, n, nullptr);
       js.JSStringRelease(n);
     }
-    JsString input_text(js, job.input_json);
-    JSValueRef input = js.JSValueMakeFromJSONString(ctx, input_text.get());
-    Set(js, ctx, global, "input", input ? input : js.JSValueMakeNull(ctx));
-
     JSObjectRef sql = js.JSObjectMake(ctx, nullptr, nullptr);
     Set(js, ctx, sql, "query", Native(js, ctx, "query", SqlQuery));
     Set(js, ctx, sql, "execute", Native(js, ctx, "execute", SqlExecute));
@@ -547,6 +586,12 @@ class JscScriptRunner final : public ScriptRunner {
             Native(js, ctx, "toJSON", BigIntToJson));
       }
     }
+    return ctx;
+  }
+
+  static void Prewarm(const Jsc& js) {
+    WorkerVm& vm = ThisThreadVm(js);
+    if (!vm.spare) vm.spare = NewGlobal(js, vm);
   }
 
   // A thrown value as SCRIPT_ERROR: an Error's message (prefixed by its kind unless a plain
@@ -618,13 +663,10 @@ class JscScriptRunner final : public ScriptRunner {
     return value;
   }
 
-  Result<ScriptOutcome> Execute(const Jsc& js, const ScriptJob& job, asio::any_io_executor io) {
+  Finished Execute(const Jsc& js, const ScriptJob& job, asio::any_io_executor io) {
     Error form_error;
     auto form = Form(job.source, &form_error);
-    if (!form) {
-      form_error.fields.emplace_back("queries_executed", "0");
-      return Fail(std::move(form_error));
-    }
+    if (!form) return Finished{Fail(std::move(form_error)), nullptr, {}, 0};
     WorkerVm& vm = ThisThreadVm(js);
     ScriptRun run;
     run.js = &js;
@@ -636,10 +678,13 @@ class JscScriptRunner final : public ScriptRunner {
     run.deadline = std::min(Clock::now() + job.timeout, job.sql_limits.deadline);
     current = &run;
 
-    JSGlobalContextRef ctx = js.JSGlobalContextCreateInGroup(vm.group, nullptr);
+    JSGlobalContextRef ctx = std::exchange(vm.spare, nullptr);
+    if (!ctx) ctx = NewGlobal(js, vm);
     run.ctx = ctx;
-    InstallGlobals(js, ctx, job);
-    JSValueRef input = Get(js, ctx, js.JSContextGetGlobalObject(ctx), "input");
+    JsString input_text(js, job.input_json);
+    JSValueRef input = js.JSValueMakeFromJSONString(ctx, input_text.get());
+    if (!input) input = js.JSValueMakeNull(ctx);
+    Set(js, ctx, js.JSContextGetGlobalObject(ctx), "input", input);
 
     js.JSContextGroupSetExecutionTimeLimit(vm.group, kSliceSeconds, ShouldTerminate, &run);
     JSValueRef exception = nullptr;
@@ -728,31 +773,12 @@ class JscScriptRunner final : public ScriptRunner {
       js.JSGlobalContextRelease(scratch);
     }
 
-    // COMMIT only after a clean finish; otherwise ROLLBACK (by the transaction's destructor, with
-    // a fresh deadline, when the script's own time is up).
-    if (run.transaction) {
-      auto transaction = std::move(run.transaction);
-      if (outcome) {
-        auto commit = [transaction]() -> Task<void> { co_return co_await transaction->Commit(); };
-        auto done = OnIo<void>(run.io, std::move(commit), Clock::now() + std::chrono::seconds(5));
-        if (!done) outcome = Fail(std::move(done.error()));
-      } else if (Clock::now() < run.deadline) {
-        auto rollback = [transaction]() -> Task<void> {
-          co_return co_await transaction->Rollback();
-        };
-        (void)OnIo<void>(run.io, std::move(rollback), Clock::now() + std::chrono::seconds(5));
-      }
-    }
-    if (outcome) {
-      outcome->queries_executed = run.queries;
-    } else {
-      outcome.error().fields.emplace_back("queries_executed", std::to_string(run.queries));
-    }
-    return outcome;
+    return Finished{std::move(outcome), std::move(*run.transaction), run.deadline, run.queries};
   }
 
   SqlBackend& backend_;
   ScriptOptions options_;
+  std::atomic<size_t> queued_{0};
   std::once_flag pool_once_;
   std::unique_ptr<BlockingPool> pool_;
   std::mutex cache_mu_;
