@@ -413,3 +413,27 @@ def test_100_concurrent_scripts(db):
         [r.text for r, _ in answers if r.status_code != 200][:3]
     assert [r.json()["result"] for r, _ in answers[:50]] == [i * 2 for i in range(50)]
     assert balances(db, t) == [50]
+
+
+@pytest.mark.parametrize("source", [
+    "({ toJSON() { while (true) {} } })",                      # the result's conversion
+    "new Proxy({}, { ownKeys() { while (true) {} } })",
+    "({ get then() { while (true) {} } })",                    # settling a thenable
+    "({ then() { while (true) {} } })",
+    "throw { get message() { while (true) {} } }",             # reading the thrown value
+    "throw { toString() { while (true) {} } }",
+])
+def test_script_code_run_by_the_conversions_is_under_the_time_limit(db, source):
+    start = time.monotonic()
+    assert_envelope(script(db, source, timeout=0.3), 408, "SCRIPT_TIMEOUT")
+    assert time.monotonic() - start < 3
+    assert result(db, "1 + 1") == 2
+
+
+def test_results_that_cannot_be_json(db):
+    body = script_error(script(db, "({ get a() { throw new Error('getter') } })"))
+    assert body["error"] == "the script's result is not JSON: getter"
+    body = script_error(script(db, "let o = []; for (let i = 0; i < 100000; i++) o = [o]; o"))
+    assert "not JSON" in body["error"]
+    assert result(db, "Symbol('s')") is None
+    assert len(result(db, "'x'.repeat(5e6)")) == 5_000_000

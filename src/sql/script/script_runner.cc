@@ -194,6 +194,9 @@ struct ScriptRun {
 
 thread_local ScriptRun* current = nullptr;  // the run on this worker thread, for native callbacks
 
+// True once the watchdog stopped the current script (time or memory).
+bool Stopped() { return current && current->stop != Stop::kNone; }
+
 JSValueRef Get(const Jsc& js, JSContextRef ctx, JSObjectRef object, const char* name) {
   JSStringRef n = js.JSStringCreateWithUTF8CString(name);
   JSValueRef v = js.JSObjectGetProperty(ctx, object, n, nullptr);
@@ -328,6 +331,7 @@ JSValueRef SqlCall(SqlMode mode, JSContextRef ctx, size_t argc, const JSValueRef
     return Throw(js, ctx, exception, run.sql_error->message);
   }
   auto statement = StatementOf(js, ctx, argc, argv, what);
+  if (Stopped()) return js.JSValueMakeUndefined(ctx);  // stopped inside a toJSON of params
   if (!statement) return Throw(js, ctx, exception, statement.error().message);
 
   // The statement may not outlast the script: its timeout and the transaction's deadline are the
@@ -401,7 +405,7 @@ JSValueRef ConsoleLog(JSContextRef ctx, JSObjectRef, JSObjectRef, size_t argc,
   const Jsc& js = *run.js;
   if (!spdlog::should_log(spdlog::level::debug)) return js.JSValueMakeUndefined(ctx);
   std::string line;
-  for (size_t i = 0; i < argc && line.size() < kMaxLogLine; ++i) {
+  for (size_t i = 0; i < argc && line.size() < kMaxLogLine && !Stopped(); ++i) {
     if (i) line += ' ';
     if (js.JSValueIsString(ctx, argv[i]) || !js.JSValueIsObject(ctx, argv[i])) {
       line += ValueText(js, ctx, argv[i]);
@@ -604,6 +608,9 @@ class JscScriptRunner final : public ScriptRunner {
       JSValueRef message = Get(js, ctx, object, "message");
       JSValueRef name = Get(js, ctx, object, "name");
       JSValueRef where = Get(js, ctx, object, "line");
+      // A getter of the thrown object may have been the script's last code: once the watchdog
+      // stopped it, nothing else of the script may run (the caller reports the stop).
+      if (Stopped()) return error;
       if (js.JSValueIsString(ctx, message)) {
         error.message = ValueText(js, ctx, message);
         std::string kind = js.JSValueIsString(ctx, name) ? ValueText(js, ctx, name) : "";
@@ -716,6 +723,26 @@ class JscScriptRunner final : public ScriptRunner {
         }
       }
     }
+    // Still under the time limit: turning the result or the thrown value into text may run the
+    // script's own code (toJSON, getters, Proxy traps, toString).
+    Result<ScriptOutcome> converted = ScriptOutcome{"null", 0};
+    if (run.stop == Stop::kNone && !run.sql_error) {
+      if (exception) {
+        converted = Fail(ThrownError(js, ctx, exception, line_offset));
+      } else if (value) {
+        JSValueRef json_exception = nullptr;
+        JSStringRef text = js.JSValueCreateJSONString(ctx, value, 0, &json_exception);
+        if (json_exception && !Stopped()) {
+          Error error = ThrownError(js, ctx, json_exception, 0);
+          error.message = "the script's result is not JSON: " + error.message;
+          error.fields.clear();
+          converted = Fail(std::move(error));
+        } else if (text) {
+          JsString owned(js, text);
+          converted = ScriptOutcome{Utf8(js, text), 0};
+        }  // else undefined, a function or a symbol: null
+      }
+    }
     js.JSContextGroupClearExecutionTimeLimit(vm.group);
 
     Result<ScriptOutcome> outcome;
@@ -736,23 +763,8 @@ class JscScriptRunner final : public ScriptRunner {
                                     " ms during an SQL call (transaction rolled back)",
                                 {}};
       }
-    } else if (exception) {
-      outcome = Fail(ThrownError(js, ctx, exception, line_offset));
     } else {
-      JSValueRef json_exception = nullptr;
-      JSStringRef text =
-          value ? js.JSValueCreateJSONString(ctx, value, 0, &json_exception) : nullptr;
-      if (json_exception) {
-        Error error = ThrownError(js, ctx, json_exception, 0);
-        error.message = "the script's result is not JSON: " + error.message;
-        error.fields.clear();
-        outcome = Fail(std::move(error));
-      } else if (text) {
-        JsString owned(js, text);
-        outcome = ScriptOutcome{Utf8(js, text), 0};
-      } else {
-        outcome = ScriptOutcome{"null", 0};  // undefined, a function, a symbol
-      }
+      outcome = std::move(converted);
     }
     if (run.settlement) js.JSValueUnprotect(ctx, run.settlement);
     js.JSGlobalContextRelease(ctx);
