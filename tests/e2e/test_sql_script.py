@@ -4,6 +4,7 @@ scripts/test-backends.sh starts (MIKCAR_TEST_POSTGRES_URL; missing → the postg
 Fixtures and helpers come from test_sql.py: `launch` starts `mikcar --sql` on the test's backend
 and `tname()` gives a table name that is dropped afterwards on PostgreSQL.
 """
+import concurrent.futures
 import time
 
 import pytest
@@ -437,3 +438,16 @@ def test_results_that_cannot_be_json(db):
     assert "not JSON" in body["error"]
     assert result(db, "Symbol('s')") is None
     assert len(result(db, "'x'.repeat(5e6)")) == 5_000_000
+
+
+def test_a_runaway_script_does_not_block_other_requests(launch):
+    m = launch(url_query="script_workers=2")
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        runaway = pool.submit(script, m, "while (true) {}", None, 3)
+        time.sleep(0.3)
+        start = time.monotonic()
+        assert value(m, "SELECT 7 AS seven") == 7
+        assert result(m, "sql.queryOne('SELECT 8 AS eight').eight") == 8
+        assert time.monotonic() - start < 1.5
+        assert not runaway.done()
+        assert_envelope(runaway.result(), 408, "SCRIPT_TIMEOUT")
