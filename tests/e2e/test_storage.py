@@ -1350,6 +1350,28 @@ def test_concurrent_puts_and_deletes_in_one_directory(st):
     assert list_all(st, "") == []
 
 
+def test_put_under_an_object_while_it_is_deleted(st):
+    # In each of eight trees, one worker writes and deletes "fN/e" while another does "fN/e/x":
+    # on file:// the PUT of "fN/e/x" often finds "fN/e" a plain file it must turn into a
+    # directory, and the DELETE of "fN/e" removes that file and prunes "fN" meanwhile. Each key has
+    # one writer, so every PUT is 201 and every DELETE 200.
+    def worker(n):
+        s = requests.Session()
+        s.headers.update(st.session.headers)
+        key = f"f{n // 2}/e" + ("/x" if n % 2 else "")
+        failed = []
+        for _ in range(40):
+            for method, want in (("PUT", 201), ("DELETE", 200)):
+                r = send(st, method, obj(key), session=s, data=b"v" if method == "PUT" else None)
+                if r.status_code != want:
+                    failed.append((method, key, r.status_code, r.text))
+        return failed
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        failed = [f for fs in pool.map(worker, range(16)) for f in fs]
+    assert failed == []
+    assert list_all(st, "") == []
+
+
 def test_presign_signature_cannot_be_moved_to_another_path_and_expiry(st):
     # Signed for the path "a\n9999999999": moving the "\n9999999999" from the path into the expiry
     # must not give a valid URL for "a" that never expires.

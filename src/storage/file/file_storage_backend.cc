@@ -685,6 +685,10 @@ class FileStorageBackend final : public StorageBackend {
     std::unique_lock tree(tree_mu_);
     std::vector<std::string> parent(segments.begin(), segments.begin() + level + 1);
     auto dir = OpenParent(parent, path);
+    // The caller saw the file under the shared lock and let go of it to take this one; meanwhile
+    // a delete may have removed that file and pruned its now empty directory (or an object took
+    // the directory's place): like the file being gone, that is for MakeParent to look again.
+    if (!dir && dir.error().code == ErrorCode::kNotFound) return {};
     if (!dir) return Fail(dir.error());
     std::string name = Encode(segments[level]);
     struct stat st;
