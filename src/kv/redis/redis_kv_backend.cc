@@ -2,9 +2,9 @@
 
 #include <charconv>
 
+#include "common/redis/redis_client.h"
 #include "kv/glob.h"
 #include "kv/kv_rules.h"
-#include "kv/redis/redis_client.h"
 
 namespace mikcar::kv {
 namespace {
@@ -329,24 +329,9 @@ class RedisKvBackend final : public KvBackend {
 }  // namespace
 
 Result<std::unique_ptr<KvBackend>> OpenRedisKvBackend(const Uri& uri) {
-  redis::Options options;
-  options.host = uri.host.empty() ? "127.0.0.1" : uri.host;
-  options.port = uri.port.value_or(6379);
-  options.user = uri.user;
-  options.password = uri.password;
-  options.tls = uri.scheme == "rediss";
-  options.tls_insecure = uri.query_param("insecure").value_or("") == "true";
-  std::string_view db = uri.path;
-  if (db.starts_with('/')) db.remove_prefix(1);
-  if (!db.empty()) {
-    auto [ptr, ec] = std::from_chars(db.data(), db.data() + db.size(), options.db);
-    if (ec != std::errc() || ptr != db.data() + db.size() || options.db < 0) {
-      return Fail(ErrorCode::kBadRequest,
-                  "expected redis://[:password@]host:port[/db] with a numeric db; got path '" +
-                      uri.path + "'");
-    }
-  }
-  auto client = redis::Client::Create(options);
+  auto options = redis::OptionsFromUri(uri);
+  if (!options) return Fail(options.error());
+  auto client = redis::Client::Create(*options);
   return std::unique_ptr<KvBackend>(
       std::make_unique<RedisKvBackend>(client, uri.query_param("prefix").value_or("")));
 }

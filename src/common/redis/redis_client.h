@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mikcar/error.h"
+#include "mikcar/uri.h"
 
 namespace mikcar::redis {
 
@@ -37,6 +38,10 @@ struct Options {
   bool tls = false;           // rediss://: TLS with certificate and host name verification
   bool tls_insecure = false;  // ?insecure=true: skip verification (development only)
 };
+
+// Connection options from a redis:// or rediss:// URL: [user:password@]host[:port][/db] and
+// ?insecure=true. Other query parameters are the caller's.
+Result<Options> OptionsFromUri(const Uri& uri);
 
 class Client {
  public:

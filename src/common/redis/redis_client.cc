@@ -1,4 +1,4 @@
-#include "kv/redis/redis_client.h"
+#include "common/redis/redis_client.h"
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
@@ -13,6 +13,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <charconv>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -289,6 +290,27 @@ class ClientImpl final : public Client, public std::enable_shared_from_this<Clie
 };
 
 }  // namespace
+
+Result<Options> OptionsFromUri(const Uri& uri) {
+  Options options;
+  options.host = uri.host.empty() ? "127.0.0.1" : uri.host;
+  options.port = uri.port.value_or(6379);
+  options.user = uri.user;
+  options.password = uri.password;
+  options.tls = uri.scheme == "rediss";
+  options.tls_insecure = uri.query_param("insecure").value_or("") == "true";
+  std::string_view db = uri.path;
+  if (db.starts_with('/')) db.remove_prefix(1);
+  if (!db.empty()) {
+    auto [ptr, ec] = std::from_chars(db.data(), db.data() + db.size(), options.db);
+    if (ec != std::errc() || ptr != db.data() + db.size() || options.db < 0) {
+      return Fail(ErrorCode::kBadRequest,
+                  "expected redis://[:password@]host:port[/db] with a numeric db; got path '" +
+                      uri.path + "'");
+    }
+  }
+  return options;
+}
 
 std::shared_ptr<Client> Client::Create(Options options) {
   auto client = std::make_shared<ClientImpl>(std::move(options));
