@@ -7,6 +7,11 @@
 # runs as root), fsync off, TCP on 127.0.0.1 with scram-sha-256 for user mikcar, database
 # mikcar_test. It also exports shell commands that restart, stop and start that server.
 # A second `start` with the same DIR reuses a cluster that is already there.
+# RabbitMQ (Debian's 3.10): a node of its own in DIR/rabbitmq (own node name, Erlang cookie,
+# epmd port, AMQP and distribution ports, all on 127.0.0.1), run as the calling user without
+# Debian's wrapper (which would switch to the rabbitmq user), user mikcar with a random
+# password. Also exports commands that stop and start the broker application (connections
+# drop, the node and its durable queues stay) for restart tests. Takes ~10 s to start.
 set -euo pipefail
 cmd=$1 dir=$2
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -59,8 +64,14 @@ CONF
   fi
   cat "$pg/env"
 }
-case "$cmd" in
-  start)
+# Plain and TLS Redis; a second `start` reuses both while they run (their exports are kept).
+start_redis() {
+  if [ -f "$dir/redis.env" ] && kill -0 "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null \
+    && kill -0 "$(cat "$dir/rediss.pid" 2>/dev/null)" 2>/dev/null; then
+    cat "$dir/redis.env"
+    return
+  fi
+  {
     mkdir -p "$dir/redis" "$dir/rediss" "$dir/tls"
     port=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis" --save '' --appendonly no \
@@ -84,16 +95,79 @@ case "$cmd" in
     wait_for redis-cli --tls --cacert "$tls/ca.pem" -p "$tport" ping
     echo "export MIKCAR_TEST_REDISS_URL=rediss://127.0.0.1:$tport"
     echo "export MIKCAR_TEST_CA_FILE=$tls/ca.pem"
-
+  } > "$dir/redis.env.new"
+  mv "$dir/redis.env.new" "$dir/redis.env"
+  cat "$dir/redis.env"
+}
+RMQ=/usr/lib/rabbitmq/bin
+start_rabbitmq() {
+  local rq=$dir/rabbitmq
+  if [ -f "$rq/vars" ] && (. "$rq/vars" && "$RMQ/rabbitmqctl" -q -t 5 status) >/dev/null 2>&1; then
+    cat "$rq/env"
+    return
+  fi
+  rm -rf "$rq" && mkdir -p "$rq/mnesia" "$rq/log"
+  local port dport eport pass node
+  port=$(free_port) dport=$(free_port) eport=$(free_port) pass=$(openssl rand -hex 16)
+  node="mikcar-test-$port@localhost"
+  openssl rand -hex 20 > "$rq/.erlang.cookie" && chmod 400 "$rq/.erlang.cookie"
+  cat > "$rq/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$port
+default_user = mikcar
+default_pass = $pass
+default_vhost = /
+loopback_users = none
+disk_free_limit.absolute = 50MB
+log.console = false
+log.file.level = warning
+CONF
+  echo '[].' > "$rq/enabled_plugins"
+  : > "$rq/rabbitmq-env.conf"
+  cat > "$rq/vars" <<VARS
+export HOME=$rq RABBITMQ_NODENAME=$node RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT=$port RABBITMQ_DIST_PORT=$dport ERL_EPMD_PORT=$eport
+export ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_CONF_ENV_FILE=$rq/rabbitmq-env.conf
+export RABBITMQ_CONFIG_FILE=$rq/rabbitmq.conf RABBITMQ_ENABLED_PLUGINS_FILE=$rq/enabled_plugins
+export RABBITMQ_MNESIA_BASE=$rq/mnesia RABBITMQ_LOG_BASE=$rq/log RABBITMQ_PID_FILE=$rq/pid
+VARS
+  (. "$rq/vars" && cd "$rq" && "$RMQ/rabbitmq-server" -detached) >"$rq/start.log" 2>&1
+  if ! (. "$rq/vars" && "$RMQ/rabbitmqctl" -q -t 60 wait "$rq/pid") >>"$rq/start.log" 2>&1; then
+    cat "$rq/start.log" >&2
+    exit 1
+  fi
+  {
+    echo "export MIKCAR_TEST_AMQP_URL=amqp://mikcar:$pass@127.0.0.1:$port/"
+    printf 'export MIKCAR_TEST_AMQP_STOP=%q\n' ". $rq/vars && $RMQ/rabbitmqctl -q stop_app"
+    printf 'export MIKCAR_TEST_AMQP_START=%q\n' ". $rq/vars && $RMQ/rabbitmqctl -q start_app"
+  } > "$rq/env"
+  cat "$rq/env"
+}
+stop_rabbitmq() {
+  local rq=$dir/rabbitmq
+  [ -f "$rq/vars" ] || return 0
+  # rabbitmqctl stop waits for the pid in the file; without the file it would wait forever.
+  if [ -f "$rq/pid" ]; then
+    (. "$rq/vars" && timeout 60 "$RMQ/rabbitmqctl" -q stop "$rq/pid") >/dev/null 2>&1 || true
+  fi
+  (. "$rq/vars" && epmd -kill) >/dev/null 2>&1 || true
+}
+case "$cmd" in
+  start)
+    start_rabbitmq &
+    rabbit=$!
+    start_redis
     start_postgres
+    wait "$rabbit"
     ;;
   stop)
+    stop_rabbitmq
     if [ -f "$dir/pg/data/postmaster.pid" ]; then
       bash -c "$(as_pg "$PGBIN/pg_ctl" -D "$dir/pg/data" -w -t 60 -m fast stop)" >/dev/null || true
     fi
     for pid in "$dir/redis.pid" "$dir/rediss.pid"; do
       [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
     done
+    rm -f "$dir/redis.env"
     ;;
   *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
 esac
