@@ -6,10 +6,10 @@ what=${1:-build}
 build=(g++ cmake ninja-build ccache pkg-config git
        libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
        libspdlog-dev libcli11-dev libexpected-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev
-       libsqlite3-dev libpq-dev libjavascriptcoregtk-4.1-dev)
+       libsqlite3-dev libpq-dev libjavascriptcoregtk-4.1-dev librabbitmq-dev)
 test=(libgtest-dev libgmock-dev python3-pytest python3-requests redis-server redis-tools openssl
-      postgresql postgresql-client)
-bench=(wrk nginx-light redis-server redis-tools webdis postgresql postgresql-client)
+      postgresql postgresql-client rabbitmq-server)
+bench=(wrk nginx-light redis-server redis-tools webdis postgresql postgresql-client rabbitmq-server)
 pkgs=("${build[@]}")
 case "$what" in
   build) ;;
@@ -30,4 +30,7 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 # Debian starts redis-server as a system service on install; the tests start their own.
 if printf '%s\n' "${missing[@]}" | grep -qx redis-server; then
   $SUDO systemctl stop redis-server 2>/dev/null || $SUDO service redis-server stop 2>/dev/null || true
+fi
+if printf '%s\n' "${missing[@]}" | grep -qx rabbitmq-server; then
+  $SUDO systemctl stop rabbitmq-server 2>/dev/null || $SUDO service rabbitmq-server stop 2>/dev/null || true
 fi

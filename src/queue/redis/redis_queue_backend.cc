@@ -10,12 +10,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
-#include <cstdio>
-#include <random>
 #include <thread>
 
 #include "common/redis/redis_client.h"
 #include "common/units.h"
+#include "queue/message_id.h"
 #include "queue/poll_receive.h"
 
 namespace mikcar::queue {
@@ -333,19 +332,6 @@ end
 return due
 )lua";
 
-std::string NewId() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t hi = rng(), lo = rng();
-  hi = (hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // UUIDv4: version 4
-  lo = (lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
-  char out[37];
-  std::snprintf(out, sizeof out, "%08x-%04x-%04x-%04x-%012llx", static_cast<unsigned>(hi >> 32),
-                static_cast<unsigned>((hi >> 16) & 0xffff), static_cast<unsigned>(hi & 0xffff),
-                static_cast<unsigned>(lo >> 48),
-                static_cast<unsigned long long>(lo & 0xffffffffffffULL));
-  return out;
-}
-
 int64_t ToInt(const Reply& r) {
   if (r.type == Reply::Type::kInteger) return r.integer;
   int64_t v = 0;
@@ -373,7 +359,7 @@ class RedisQueueBackend final : public QueueBackend {
                                       std::vector<NewMessage> messages) override {
     auto args = Args(queue, {dedup_window_ms_});
     for (auto& m : messages) {
-      args.push_back(NewId());
+      args.push_back(NewMessageId());
       args.push_back(std::move(m.payload));
       args.push_back(std::to_string(std::max<int64_t>(m.delay_ms, 0)));
       args.push_back(std::move(m.dedup_id));
@@ -410,7 +396,7 @@ class RedisQueueBackend final : public QueueBackend {
   }
 
   Task<std::string> Publish(std::string topic, NewMessage message) override {
-    auto args = Args(topic, {dedup_window_ms_, NewId(), std::move(message.payload),
+    auto args = Args(topic, {dedup_window_ms_, NewMessageId(), std::move(message.payload),
                              std::to_string(std::max<int64_t>(message.delay_ms, 0)),
                              std::move(message.dedup_id)});
     auto reply = co_await Script(kPublishScript, std::move(args));

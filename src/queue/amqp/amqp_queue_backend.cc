@@ -1,0 +1,847 @@
+#include "queue/amqp/amqp_queue_backend.h"
+
+#include <amqp.h>
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <spdlog/spdlog.h>
+#include <sys/time.h>
+
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "common/async.h"
+#include "common/units.h"
+#include "queue/message_id.h"
+#include "queue/poll_receive.h"
+
+namespace mikcar::queue {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr auto kPoll = 50ms;
+constexpr auto kTick = 50ms;  // lease expiry granularity
+constexpr int kConnectTimeoutS = 3;
+constexpr int kRpcTimeoutS = 10;
+constexpr amqp_channel_t kChannel = 1;
+constexpr size_t kMaxQueuedJobs = 10000;
+constexpr int64_t kDelayQueueIdleMs = 60000;
+constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
+constexpr uint32_t kDefaultMaxAttempts = 5;
+// Deliveries before this copy was published, and the time the queue first accepted the message:
+// our republished copies (nack, lease expiry) carry both, so attempts and received_at survive.
+constexpr char kAttemptsHeader[] = "x-mikcar-attempts";
+constexpr char kReceivedHeader[] = "x-mikcar-received-at";
+
+int64_t UnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+amqp_bytes_t Bytes(const std::string& s) {
+  return amqp_bytes_t{s.size(), const_cast<char*>(s.data())};
+}
+std::string Str(amqp_bytes_t b) {
+  return b.len == 0 ? std::string() : std::string(static_cast<const char*>(b.bytes), b.len);
+}
+
+int64_t IntValue(const amqp_field_value_t& v) {
+  switch (v.kind) {
+    case AMQP_FIELD_KIND_I8:
+      return v.value.i8;
+    case AMQP_FIELD_KIND_U8:
+      return v.value.u8;
+    case AMQP_FIELD_KIND_I16:
+      return v.value.i16;
+    case AMQP_FIELD_KIND_U16:
+      return v.value.u16;
+    case AMQP_FIELD_KIND_I32:
+      return v.value.i32;
+    case AMQP_FIELD_KIND_U32:
+      return v.value.u32;
+    case AMQP_FIELD_KIND_I64:
+      return v.value.i64;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+      return static_cast<int64_t>(v.value.u64);
+    default:
+      return 0;
+  }
+}
+
+// RabbitMQ prepends to the x-death array on each dead-lettering, so entry 0 is the latest. A
+// latest reason "rejected" means the message has just arrived in a dead-letter queue (ours, by
+// basic.reject after its last attempt); "expired" means it came out of a delay queue.
+bool JustDeadLettered(const amqp_field_value_t& v) {
+  if (v.kind != AMQP_FIELD_KIND_ARRAY || v.value.array.num_entries == 0) return false;
+  const amqp_field_value_t& first = v.value.array.entries[0];
+  if (first.kind != AMQP_FIELD_KIND_TABLE) return false;
+  for (int i = 0; i < first.value.table.num_entries; ++i) {
+    const auto& e = first.value.table.entries[i];
+    if (Str(e.key) == "reason" &&
+        (e.value.kind == AMQP_FIELD_KIND_UTF8 || e.value.kind == AMQP_FIELD_KIND_BYTES)) {
+      return Str(e.value.value.bytes) == "rejected";
+    }
+  }
+  return false;
+}
+
+std::string Describe(const amqp_rpc_reply_t& r) {
+  switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+      return "ok";
+    case AMQP_RESPONSE_NONE:
+      return "no reply";
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      return amqp_error_string2(r.library_error);
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        auto* m = static_cast<amqp_connection_close_t*>(r.reply.decoded);
+        return "broker closed the connection: " + std::to_string(m->reply_code) + " " +
+               Str(m->reply_text);
+      }
+      if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        auto* m = static_cast<amqp_channel_close_t*>(r.reply.decoded);
+        return "broker closed the channel: " + std::to_string(m->reply_code) + " " +
+               Str(m->reply_text);
+      }
+      return "unexpected broker method " + std::to_string(r.reply.id);
+  }
+  return "unknown reply";
+}
+
+// A channel-level refusal (404, 406 …) is the request's fault or a conflicting declaration;
+// anything else means the broker went away.
+ErrorCode CodeOf(const amqp_rpc_reply_t& r) {
+  return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD
+             ? ErrorCode::kBackend
+             : ErrorCode::kUnavailable;
+}
+
+struct Config {
+  std::string host;
+  int port = 5672;
+  std::string vhost = "/";
+  std::string user = "guest";
+  std::string password = "guest";
+  bool tls = false;
+  bool tls_insecure = false;
+  uint32_t max_attempts = kDefaultMaxAttempts;
+  int64_t dedup_window_ms = kDefaultDedupWindowMs;
+  std::string where;  // "amqp host:port", for messages (never the credentials)
+};
+
+// RabbitMQ names. User names are [A-Za-z0-9._:-], so '/' keeps ours apart from theirs: topic T
+// is the fanout exchange "topic/T" with one durable queue "topic/T/G" per group; the delay
+// queue for target X and delay D ms is "X/delay/D".
+std::string TopicExchange(const std::string& topic) { return "topic/" + topic; }
+std::string GroupQueue(const std::string& topic, const std::string& group) {
+  return "topic/" + topic + "/" + group;
+}
+
+struct Lane {         // a RabbitMQ queue we receive from
+  std::string queue;  // its name
+  std::string dlq;    // where basic.reject dead-letters to (x-dead-letter-routing-key)
+  std::string topic;  // non-empty for a group queue
+};
+Lane QueueLane(const std::string& q) { return {q, q + ".dlq", ""}; }
+Lane GroupLane(const std::string& t, const std::string& g) {
+  return {GroupQueue(t, g), t + ".dlq", t};
+}
+
+struct Lease {
+  uint64_t tag = 0;  // delivery tag on our channel
+  Clock::time_point deadline;
+  std::string payload;
+  int64_t received_at = 0;
+  uint32_t attempts = 0;
+};
+
+struct Outgoing {
+  std::string exchange;
+  std::string routing_key;
+  std::string id;
+  std::string payload;
+  int64_t received_at = 0;
+  uint32_t attempts = 0;  // deliveries before this copy
+  int64_t expiration_ms = 0;
+};
+
+class AmqpQueueBackend final : public QueueBackend {
+ public:
+  explicit AmqpQueueBackend(Config config) : config_(std::move(config)) {
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~AmqpQueueBackend() override { Close(); }
+
+  std::string name() const override { return "amqp"; }
+
+  Task<std::vector<std::string>> Push(std::string queue,
+                                      std::vector<NewMessage> messages) override {
+    auto job = [this, queue, messages = std::move(messages)]() { return DoPush(queue, messages); };
+    auto ids = co_await Submit<std::vector<std::string>>(std::move(job));
+    if (ids) wake_.Notify(QueueKey(queue));
+    co_return ids;
+  }
+
+  Task<std::vector<Message>> Pop(std::string queue, Receive receive) override {
+    co_return co_await Take(QueueLane(queue), QueueKey(queue), receive);
+  }
+
+  Task<void> Ack(std::string queue, std::string group, std::string id) override {
+    auto job = [this, queue, group, id]() -> Result<void> {
+      std::string lane = group.empty() ? queue : GroupQueue(queue, group);
+      auto lease = FindLease(lane, id);
+      if (!lease) return NoLease(group.empty() ? queue : queue + "/" + group, id);
+      uint64_t tag = lease->tag;
+      leases_[lane].erase(id);
+      if (int st = amqp_basic_ack(conn_, kChannel, tag, 0); st != AMQP_STATUS_OK) {
+        return Broken("basic.ack", amqp_error_string2(st));
+      }
+      return {};
+    };
+    co_return co_await Submit<void>(std::move(job));
+  }
+
+  Task<void> Nack(std::string queue, std::string id, std::chrono::milliseconds delay) override {
+    auto job = [this, queue, id, delay]() -> Result<void> {
+      auto lease = FindLease(queue, id);
+      if (!lease) return NoLease(queue, id);
+      Lease copy = *lease;
+      leases_[queue].erase(id);
+      return Return(QueueLane(queue), id, copy, delay.count());
+    };
+    auto done = co_await Submit<void>(std::move(job));
+    if (done) {
+      wake_.Notify(QueueKey(queue));
+      wake_.Notify(QueueKey(queue + ".dlq"));
+    }
+    co_return done;
+  }
+
+  Task<std::string> Publish(std::string topic, NewMessage message) override {
+    auto job = [this, topic, message = std::move(message)]() { return DoPublish(topic, message); };
+    auto id = co_await Submit<std::string>(std::move(job));
+    if (id) wake_.Notify(TopicKey(topic));
+    co_return id;
+  }
+
+  Task<std::vector<Message>> Subscribe(std::string topic, std::string group,
+                                       Receive receive) override {
+    co_return co_await Take(GroupLane(topic, group), TopicKey(topic), receive);
+  }
+
+  Task<Length> Len(std::string queue) override {
+    auto job = [this, queue]() -> Result<Length> {
+      if (auto ok = Ensure(); !ok) return Fail(ok.error());
+      Length len;
+      auto ready = DeclareLane(QueueLane(queue), /*cached=*/false);
+      if (!ready) return Fail(ready.error());
+      len.ready = *ready;
+      len.leased = leases_.contains(queue) ? leases_[queue].size() : 0;
+      auto& delays = delay_queues_[queue];
+      for (auto it = delays.begin(); it != delays.end();) {
+        auto n = DeclareDelayQueue(it->first, "", queue, it->second);
+        if (!n) return Fail(n.error());
+        len.delayed += *n;
+        it = *n == 0 ? delays.erase(it) : std::next(it);
+      }
+      if (delays.empty()) delay_queues_.erase(queue);
+      return len;
+    };
+    co_return co_await Submit<Length>(std::move(job));
+  }
+
+  Task<void> Ready() override {
+    auto job = [this]() -> Result<void> {
+      if (auto ok = Ensure(); !ok) return ok;
+      // A passive declare of a built-in exchange: one round trip that proves the channel works.
+      amqp_exchange_declare(conn_, kChannel, amqp_cstring_bytes("amq.fanout"),
+                            amqp_cstring_bytes("fanout"), 1, 1, 0, 0, amqp_empty_table);
+      return Check(amqp_get_rpc_reply(conn_), "readiness check");
+    };
+    co_return co_await Submit<void>(std::move(job));
+  }
+
+  void Drain() override {
+    draining_ = true;
+    wake_.NotifyAll();
+  }
+
+  void Close() override {
+    std::call_once(closed_once_, [this] {
+      draining_ = true;
+      wake_.NotifyAll();
+      {
+        std::lock_guard lock(mu_);
+        stop_ = true;
+      }
+      cv_.notify_all();
+      if (thread_.joinable()) thread_.join();
+    });
+  }
+
+ private:
+  static std::string QueueKey(const std::string& queue) { return "q\n" + queue; }
+  static std::string TopicKey(const std::string& topic) { return "t\n" + topic; }
+
+  // ---- I/O-thread side ------------------------------------------------------------------
+
+  // Runs `fn` (returning Result<T>) on the connection thread.
+  template <typename T, typename Fn>
+  Task<T> Submit(Fn fn) {
+    auto start = [this, fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
+      std::unique_lock lock(mu_);
+      if (stop_) {
+        lock.unlock();
+        done->Complete(Fail(ErrorCode::kUnavailable, config_.where + ": backend closed"));
+        return;
+      }
+      if (jobs_.size() >= kMaxQueuedJobs) {
+        lock.unlock();
+        done->Complete(Fail(ErrorCode::kUnavailable,
+                            config_.where + ": server busy: too many broker calls queued"));
+        return;
+      }
+      jobs_.push_back([fn = std::move(fn), done]() mutable { done->Complete(fn()); });
+      lock.unlock();
+      cv_.notify_one();
+    };
+    co_return co_await Suspend<T>(std::move(start));
+  }
+
+  Task<std::vector<Message>> Take(Lane lane, std::string key, Receive receive) {
+    auto visibility = receive.visibility;
+    auto fetch = [this, &lane, visibility](size_t n) -> Task<std::vector<Message>> {
+      auto job = [this, lane, n, visibility]() { return DoGet(lane, n, visibility); };
+      co_return co_await Submit<std::vector<Message>>(std::move(job));
+    };
+    co_return co_await PollReceive(wake_, std::move(key), receive, kPoll, draining_, fetch);
+  }
+
+  // ---- connection thread ----------------------------------------------------------------
+
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait_for(lock, kTick, [this] { return stop_ || !jobs_.empty(); });
+      std::deque<std::function<void()>> batch;
+      batch.swap(jobs_);
+      const bool stopping = stop_;
+      lock.unlock();
+      if (stopping) closing_ = true;  // jobs still queued fail instead of reconnecting
+      ExpireLeases();
+      for (auto& job : batch) job();
+      if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
+      lock.lock();
+      if (stopping && jobs_.empty()) break;
+    }
+    lock.unlock();
+    Disconnect(/*graceful=*/true);
+  }
+
+  Result<void> Ensure() {
+    if (conn_ != nullptr) return {};
+    if (closing_) return Fail(ErrorCode::kUnavailable, config_.where + ": backend closed");
+    conn_ = amqp_new_connection();
+    amqp_socket_t* socket = config_.tls ? amqp_ssl_socket_new(conn_) : amqp_tcp_socket_new(conn_);
+    if (socket == nullptr) return Broken("connect", "cannot create a socket");
+    if (config_.tls) {
+      amqp_ssl_socket_set_verify_peer(socket, config_.tls_insecure ? 0 : 1);
+      amqp_ssl_socket_set_verify_hostname(socket, config_.tls_insecure ? 0 : 1);
+      const char* ca = std::getenv("SSL_CERT_FILE");
+      std::string bundle = ca != nullptr ? ca : "/etc/ssl/certs/ca-certificates.crt";
+      if (int st = amqp_ssl_socket_set_cacert(socket, bundle.c_str()); st != AMQP_STATUS_OK) {
+        return Broken("TLS setup", "cannot load CA file " + bundle);
+      }
+    }
+    timeval connect_timeout{kConnectTimeoutS, 0};
+    if (int st =
+            amqp_socket_open_noblock(socket, config_.host.c_str(), config_.port, &connect_timeout);
+        st != AMQP_STATUS_OK) {
+      return Broken("cannot connect", amqp_error_string2(st));
+    }
+    timeval rpc_timeout{kRpcTimeoutS, 0};
+    amqp_set_rpc_timeout(conn_, &rpc_timeout);
+    // heartbeat 0: the broker takes the client's tune-ok value, so none are needed (a heartbeat
+    // would require reading the socket while idle, which this synchronous client does not do).
+    auto login = amqp_login(conn_, config_.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, 0,
+                            AMQP_SASL_METHOD_PLAIN, config_.user.c_str(), config_.password.c_str());
+    if (login.reply_type != AMQP_RESPONSE_NORMAL) {
+      return Broken("login to vhost '" + config_.vhost + "' failed", Describe(login));
+    }
+    amqp_channel_open(conn_, kChannel);
+    if (auto ok = Check(amqp_get_rpc_reply(conn_), "channel.open"); !ok) return ok;
+    amqp_confirm_select(conn_, kChannel);
+    if (auto ok = Check(amqp_get_rpc_reply(conn_), "confirm.select"); !ok) return ok;
+    next_tag_ = 1;
+    return {};
+  }
+
+  // Drops the connection. The broker requeues every unacked delivery, so our leases are void:
+  // those messages come back (redelivered) — the documented at-least-once case.
+  void Disconnect(bool graceful) {
+    if (conn_ == nullptr) return;
+    if (graceful) {
+      amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
+      amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
+    }
+    amqp_destroy_connection(conn_);
+    conn_ = nullptr;
+    leases_.clear();
+    declared_.clear();
+  }
+
+  tl::unexpected<Error> Broken(const std::string& what, const std::string& why,
+                               ErrorCode code = ErrorCode::kUnavailable) {
+    Disconnect(/*graceful=*/false);
+    return Fail(code, config_.where + ": " + what + ": " + why);
+  }
+
+  Result<void> Check(const amqp_rpc_reply_t& r, const std::string& what) {
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) return {};
+    return Broken(what, Describe(r), CodeOf(r));
+  }
+
+  static tl::unexpected<Error> NoLease(const std::string& where, const std::string& id) {
+    return Fail(ErrorCode::kNotFound,
+                "no active lease for message '" + id + "' in '" + where +
+                    "' (unknown, already acknowledged, or its visibility timeout expired)");
+  }
+
+  Lease* FindLease(const std::string& lane, const std::string& id) {
+    auto it = leases_.find(lane);
+    if (it == leases_.end()) return nullptr;
+    auto l = it->second.find(id);
+    if (l == it->second.end() || l->second.deadline <= Clock::now()) return nullptr;
+    return &l->second;
+  }
+
+  // queue.declare (durable, dead-lettering to `dlq_key` through the default exchange); returns
+  // the ready count.
+  Result<uint32_t> DeclareQueue(const std::string& name, const std::string& dlx_exchange,
+                                const std::string& dlq_key, int64_t expires_ms = 0) {
+    amqp_table_entry_t entries[3];
+    int n = 0;
+    entries[n].key = amqp_cstring_bytes("x-dead-letter-exchange");
+    entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    entries[n++].value.value.bytes = Bytes(dlx_exchange);
+    entries[n].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+    entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    entries[n++].value.value.bytes = Bytes(dlq_key);
+    if (expires_ms > 0) {
+      entries[n].key = amqp_cstring_bytes("x-expires");
+      entries[n].value.kind = AMQP_FIELD_KIND_I64;
+      entries[n++].value.value.i64 = expires_ms;
+    }
+    amqp_table_t args{n, entries};
+    auto* ok = amqp_queue_declare(conn_, kChannel, Bytes(name), 0, 1, 0, 0, args);
+    if (auto c = Check(amqp_get_rpc_reply(conn_), "queue.declare '" + name + "'"); !c) {
+      return Fail(c.error());
+    }
+    return ok != nullptr ? ok->message_count : 0;
+  }
+
+  // Declares what receiving from `lane` needs: the queue, its dead-letter queue and, for a
+  // group, the topic's exchange and the binding. Returns the lane's ready count.
+  Result<uint32_t> DeclareLane(const Lane& lane, bool cached = true) {
+    if (cached && declared_.contains(lane.queue)) return 0;
+    if (!lane.topic.empty()) {
+      if (auto ok = DeclareExchange(TopicExchange(lane.topic)); !ok) return Fail(ok.error());
+    }
+    auto dlq = DeclareQueue(lane.dlq, "", lane.dlq + ".dlq");
+    if (!dlq) return dlq;
+    auto ready = DeclareQueue(lane.queue, "", lane.dlq);
+    if (!ready) return ready;
+    if (!lane.topic.empty()) {
+      amqp_queue_bind(conn_, kChannel, Bytes(lane.queue), Bytes(TopicExchange(lane.topic)),
+                      amqp_empty_bytes, amqp_empty_table);
+      if (auto ok = Check(amqp_get_rpc_reply(conn_), "queue.bind '" + lane.queue + "'"); !ok) {
+        return Fail(ok.error());
+      }
+    }
+    declared_.insert(lane.queue);
+    return *ready;
+  }
+
+  Result<void> DeclareExchange(const std::string& name) {
+    if (declared_.contains("exchange " + name)) return {};
+    amqp_exchange_declare(conn_, kChannel, Bytes(name), amqp_cstring_bytes("fanout"), 0, 1, 0, 0,
+                          amqp_empty_table);
+    if (auto ok = Check(amqp_get_rpc_reply(conn_), "exchange.declare '" + name + "'"); !ok) {
+      return ok;
+    }
+    declared_.insert("exchange " + name);
+    return {};
+  }
+
+  // The delay queue for `base` and `delay_ms`: messages expire (per-message TTL, all equal in
+  // one queue, so none waits behind a longer one) and dead-letter to `dlx_exchange`/`dlx_key`.
+  // Declared on every use: x-expires counts only declares and reads as use, not publishes.
+  Result<uint32_t> DeclareDelayQueue(const std::string& name, const std::string& dlx_exchange,
+                                     const std::string& dlx_key, int64_t delay_ms) {
+    return DeclareQueue(name, dlx_exchange, dlx_key, delay_ms + kDelayQueueIdleMs);
+  }
+
+  // Publishes and waits for the broker's confirms of all of `messages`.
+  Result<void> PublishConfirmed(const std::vector<Outgoing>& messages) {
+    std::set<uint64_t> waiting;
+    for (const auto& m : messages) {
+      amqp_basic_properties_t props{};
+      props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                     AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG |
+                     AMQP_BASIC_TIMESTAMP_FLAG;
+      props.content_type = amqp_cstring_bytes("application/json");
+      props.delivery_mode = 2;  // persistent
+      props.message_id = Bytes(m.id);
+      props.timestamp = static_cast<uint64_t>(m.received_at / 1000);
+      amqp_table_entry_t headers[2];
+      headers[0].key = amqp_cstring_bytes(kAttemptsHeader);
+      headers[0].value.kind = AMQP_FIELD_KIND_I64;
+      headers[0].value.value.i64 = m.attempts;
+      headers[1].key = amqp_cstring_bytes(kReceivedHeader);
+      headers[1].value.kind = AMQP_FIELD_KIND_I64;
+      headers[1].value.value.i64 = m.received_at;
+      props.headers = amqp_table_t{2, headers};
+      std::string expiration;
+      if (m.expiration_ms > 0) {
+        expiration = std::to_string(m.expiration_ms);
+        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+        props.expiration = Bytes(expiration);
+      }
+      int st = amqp_basic_publish(conn_, kChannel, Bytes(m.exchange), Bytes(m.routing_key), 0, 0,
+                                  &props, Bytes(m.payload));
+      if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
+      waiting.insert(next_tag_++);
+    }
+    bool refused = false;
+    while (!waiting.empty()) {
+      amqp_frame_t frame;
+      timeval timeout{kRpcTimeoutS, 0};
+      int st = amqp_simple_wait_frame_noblock(conn_, &frame, &timeout);
+      if (st == AMQP_STATUS_TIMEOUT) {
+        return Broken("publisher confirm", "none within " + std::to_string(kRpcTimeoutS) + " s",
+                      ErrorCode::kBackendTimeout);
+      }
+      if (st != AMQP_STATUS_OK) {
+        return Broken("connection lost waiting for publisher confirms", amqp_error_string2(st));
+      }
+      if (frame.frame_type != AMQP_FRAME_METHOD) continue;
+      const auto id = frame.payload.method.id;
+      if (id == AMQP_BASIC_ACK_METHOD || id == AMQP_BASIC_NACK_METHOD) {
+        uint64_t tag;
+        bool multiple;
+        if (id == AMQP_BASIC_ACK_METHOD) {
+          auto* a = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
+          tag = a->delivery_tag;
+          multiple = a->multiple != 0;
+        } else {
+          auto* n = static_cast<amqp_basic_nack_t*>(frame.payload.method.decoded);
+          tag = n->delivery_tag;
+          multiple = n->multiple != 0;
+          refused = true;
+        }
+        if (multiple) {
+          waiting.erase(waiting.begin(), waiting.upper_bound(tag));
+        } else {
+          waiting.erase(tag);
+        }
+      } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+        auto* c = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
+        return Broken("publish",
+                      "broker closed the channel: " + std::to_string(c->reply_code) + " " +
+                          Str(c->reply_text),
+                      ErrorCode::kBackend);
+      } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
+        auto* c = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
+        return Broken("publish", "broker closed the connection: " + std::to_string(c->reply_code) +
+                                     " " + Str(c->reply_text));
+      }
+    }
+    if (refused) {
+      return Fail(ErrorCode::kBackend,
+                  config_.where + ": the broker refused to store the message (basic.nack)");
+    }
+    return {};
+  }
+
+  // A dedup id seen in the window: the first message's id. Process-local (see README.md).
+  std::optional<std::string> Deduped(const std::string& scope, const std::string& dedup_id) {
+    if (dedup_id.empty()) return std::nullopt;
+    auto it = dedup_.find(scope + '\n' + dedup_id);
+    if (it == dedup_.end() || it->second.second <= Clock::now()) return std::nullopt;
+    return it->second.first;
+  }
+  void Remember(const std::string& scope, const std::string& dedup_id, const std::string& id) {
+    if (dedup_id.empty()) return;
+    auto now = Clock::now();
+    if (dedup_.size() >= 100000)
+      std::erase_if(dedup_, [&](auto& e) { return e.second.second <= now; });
+    dedup_[scope + '\n' + dedup_id] = {id,
+                                       now + std::chrono::milliseconds(config_.dedup_window_ms)};
+  }
+
+  // Routes a new message for `target` (queue name, or exchange when `exchange` is set) with
+  // its delay.
+  Result<Outgoing> Route(const std::string& target, bool exchange, const std::string& id,
+                         std::string payload, int64_t received_at, uint32_t attempts,
+                         int64_t delay_ms) {
+    Outgoing o{exchange ? target : "",
+               exchange ? "" : target,
+               id,
+               std::move(payload),
+               received_at,
+               attempts,
+               0};
+    if (delay_ms > 0) {
+      std::string name = target + "/delay/" + std::to_string(delay_ms);
+      auto ok = DeclareDelayQueue(name, o.exchange, o.routing_key, delay_ms);
+      if (!ok) return Fail(ok.error());
+      if (!exchange) delay_queues_[target][name] = delay_ms;
+      o.exchange.clear();
+      o.routing_key = name;
+      o.expiration_ms = delay_ms;
+    }
+    return o;
+  }
+
+  Result<std::vector<std::string>> DoPush(const std::string& queue,
+                                          const std::vector<NewMessage>& messages) {
+    if (auto ok = Ensure(); !ok) return Fail(ok.error());
+    if (auto ok = DeclareLane(QueueLane(queue)); !ok) return Fail(ok.error());
+    std::vector<std::string> ids;
+    std::vector<Outgoing> out;
+    std::map<std::string, std::string> batch_dedup;
+    const int64_t now = UnixMs();
+    for (const auto& m : messages) {
+      auto first = Deduped(queue, m.dedup_id);
+      if (!first && !m.dedup_id.empty() && batch_dedup.contains(m.dedup_id)) {
+        first = batch_dedup[m.dedup_id];
+      }
+      if (first) {
+        ids.push_back(*first);
+        continue;
+      }
+      ids.push_back(NewMessageId());
+      if (!m.dedup_id.empty()) batch_dedup[m.dedup_id] = ids.back();
+      auto o = Route(queue, false, ids.back(), m.payload, now, 0, m.delay_ms);
+      if (!o) return Fail(o.error());
+      out.push_back(std::move(*o));
+    }
+    if (auto ok = PublishConfirmed(out); !ok) return Fail(ok.error());
+    for (const auto& [dedup_id, id] : batch_dedup) Remember(queue, dedup_id, id);
+    return ids;
+  }
+
+  Result<std::string> DoPublish(const std::string& topic, const NewMessage& m) {
+    if (auto ok = Ensure(); !ok) return Fail(ok.error());
+    if (auto first = Deduped("topic/" + topic, m.dedup_id)) return *first;
+    auto exchange = TopicExchange(topic);
+    if (auto ok = DeclareExchange(exchange); !ok) return Fail(ok.error());
+    std::string id = NewMessageId();
+    auto o = Route(exchange, true, id, m.payload, UnixMs(), 0, m.delay_ms);
+    if (!o) return Fail(o.error());
+    std::vector<Outgoing> one{std::move(*o)};
+    if (auto ok = PublishConfirmed(one); !ok) return Fail(ok.error());
+    Remember("topic/" + topic, m.dedup_id, id);
+    return id;
+  }
+
+  Message Decode(const amqp_message_t& msg, bool redelivered) {
+    Message m;
+    m.payload = Str(msg.body);
+    const auto& p = msg.properties;
+    if ((p._flags & AMQP_BASIC_MESSAGE_ID_FLAG) && p.message_id.len > 0) {
+      m.id = Str(p.message_id);
+    } else {
+      m.id = NewMessageId();  // published by another tool: stable only within this lease
+    }
+    int64_t prior = 0, received = 0;
+    bool dead_lettered = false;
+    if (p._flags & AMQP_BASIC_HEADERS_FLAG) {
+      for (int i = 0; i < p.headers.num_entries; ++i) {
+        const auto& e = p.headers.entries[i];
+        std::string key = Str(e.key);
+        if (key == kAttemptsHeader) prior = IntValue(e.value);
+        if (key == kReceivedHeader) received = IntValue(e.value);
+        if (key == "x-death") dead_lettered = JustDeadLettered(e.value);
+      }
+    }
+    if (received <= 0 && (p._flags & AMQP_BASIC_TIMESTAMP_FLAG)) {
+      received = static_cast<int64_t>(p.timestamp) * 1000;
+    }
+    m.received_at_ms = received > 0 ? received : UnixMs();
+    if (dead_lettered) prior = 0;  // first delivery from its dead-letter queue
+    // A broker requeue (our connection dropped with the lease held) leaves the header as it was
+    // and sets `redelivered`: count that delivery too (one, however many such requeues).
+    m.attempts = static_cast<uint32_t>(std::max<int64_t>(prior, 0) + 1 + (redelivered ? 1 : 0));
+    return m;
+  }
+
+  Result<std::vector<Message>> DoGet(const Lane& lane, size_t n,
+                                     std::optional<std::chrono::milliseconds> visibility) {
+    if (auto ok = Ensure(); !ok) return Fail(ok.error());
+    if (auto ok = DeclareLane(lane); !ok) return Fail(ok.error());
+    std::vector<Message> out;
+    for (size_t i = 0; i < n; ++i) {
+      auto r = amqp_basic_get(conn_, kChannel, Bytes(lane.queue), visibility ? 0 : 1);
+      if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        auto failed = Check(r, "basic.get '" + lane.queue + "'");
+        if (out.empty()) return Fail(failed.error());
+        break;  // what we took is gone from the broker (no_ack) or requeued: return it
+      }
+      if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) break;
+      auto* ok = static_cast<amqp_basic_get_ok_t*>(r.reply.decoded);
+      const uint64_t tag = ok->delivery_tag;
+      const bool redelivered = ok->redelivered != 0;
+      amqp_message_t msg;
+      auto read = amqp_read_message(conn_, kChannel, &msg, 0);
+      if (read.reply_type != AMQP_RESPONSE_NORMAL) {
+        auto failed = Check(read, "reading a message of '" + lane.queue + "'");
+        if (out.empty()) return Fail(failed.error());
+        break;
+      }
+      Message m = Decode(msg, redelivered);
+      amqp_destroy_message(&msg);
+      if (visibility) {
+        auto& held = leases_[lane.queue];
+        if (auto dup = held.find(m.id); dup != held.end()) {
+          // A second copy of a message we hold (a republish raced a broker requeue): keep one.
+          amqp_basic_ack(conn_, kChannel, dup->second.tag, 0);
+        }
+        held[m.id] =
+            Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
+        next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
+      }
+      out.push_back(std::move(m));
+    }
+    return out;
+  }
+
+  // Ends a lease without an ack: after the last attempt the broker dead-letters it (reject →
+  // x-dead-letter-exchange); otherwise a copy carrying the attempts so far is published (to the
+  // lane, or to a delay queue) and confirmed before the original is acked, so a crash in
+  // between duplicates the message rather than losing it.
+  Result<void> Return(const Lane& lane, const std::string& id, const Lease& lease,
+                      int64_t delay_ms) {
+    if (lease.attempts >= config_.max_attempts) {
+      if (int st = amqp_basic_reject(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+        return Broken("basic.reject", amqp_error_string2(st));
+      }
+      return {};
+    }
+    auto o =
+        Route(lane.queue, false, id, lease.payload, lease.received_at, lease.attempts, delay_ms);
+    if (!o) return Fail(o.error());
+    std::vector<Outgoing> one{std::move(*o)};
+    if (auto ok = PublishConfirmed(one); !ok) return ok;
+    if (int st = amqp_basic_ack(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+      return Broken("basic.ack", amqp_error_string2(st));
+    }
+    return {};
+  }
+
+  void ExpireLeases() {
+    auto now = Clock::now();
+    if (conn_ == nullptr || now < next_expiry_) return;
+    next_expiry_ = Clock::time_point::max();
+    std::vector<std::tuple<std::string, std::string, Lease>> due;
+    for (auto& [lane, held] : leases_) {
+      for (auto it = held.begin(); it != held.end();) {
+        if (it->second.deadline <= now) {
+          due.emplace_back(lane, it->first, std::move(it->second));
+          it = held.erase(it);
+        } else {
+          next_expiry_ = std::min(next_expiry_, it->second.deadline);
+          ++it;
+        }
+      }
+    }
+    for (auto& [queue, id, lease] : due) {
+      if (conn_ == nullptr) break;  // a failure below dropped the connection: all requeued
+      Lane lane{queue, "", ""};
+      if (auto ok = Return(lane, id, lease, 0); !ok) {
+        spdlog::warn("{}: returning expired lease of '{}' in '{}': {}", config_.where, id, queue,
+                     ok.error().message);
+      }
+      // The lane's own key is enough for waiters: group queues are keyed by topic.
+      auto slash = queue.find('/');
+      if (slash == std::string::npos) {
+        wake_.Notify(QueueKey(queue));
+        wake_.Notify(QueueKey(queue + ".dlq"));
+      } else {
+        auto rest = queue.substr(slash + 1);
+        auto topic = rest.substr(0, rest.find('/'));
+        wake_.Notify(TopicKey(topic));
+        wake_.Notify(QueueKey(topic + ".dlq"));
+      }
+    }
+  }
+
+  Config config_;
+  LocalWake wake_;
+  std::atomic<bool> draining_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;  // guarded by mu_
+  bool stop_ = false;                       // guarded by mu_
+  std::thread thread_;
+  std::once_flag closed_once_;
+
+  // Connection thread only.
+  bool closing_ = false;
+  amqp_connection_state_t conn_ = nullptr;
+  uint64_t next_tag_ = 1;  // the next publish's sequence number on the confirm channel
+  std::set<std::string> declared_;
+  std::unordered_map<std::string, std::unordered_map<std::string, Lease>> leases_;
+  Clock::time_point next_expiry_ = Clock::time_point::max();
+  std::unordered_map<std::string, std::map<std::string, int64_t>> delay_queues_;
+  std::unordered_map<std::string, std::pair<std::string, Clock::time_point>> dedup_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<QueueBackend>> OpenAmqpQueueBackend(const Uri& uri) {
+  Config config;
+  config.tls = uri.scheme == "amqps";
+  config.host = uri.host.empty() ? "127.0.0.1" : uri.host;
+  config.port = uri.port.value_or(config.tls ? 5671 : 5672);
+  if (!uri.user.empty()) config.user = uri.user;
+  if (!uri.user.empty() || !uri.password.empty()) config.password = uri.password;
+  std::string_view vhost = uri.path;
+  if (vhost.starts_with('/')) vhost.remove_prefix(1);
+  config.vhost = vhost.empty() ? "/" : std::string(vhost);
+  config.tls_insecure = uri.query_param("insecure").value_or("") == "true";
+  if (auto v = uri.query_param("max_attempts")) {
+    auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), config.max_attempts);
+    if (ec != std::errc() || ptr != v->data() + v->size() || config.max_attempts < 1) {
+      return Fail(ErrorCode::kBadRequest,
+                  "amqp queue: expected ?max_attempts= a positive integer; got '" + *v + "'");
+    }
+  }
+  if (auto v = uri.query_param("dedup_window")) {
+    auto d = ParseDuration(*v);
+    if (!d || d->count() <= 0) {
+      return Fail(ErrorCode::kBadRequest,
+                  "amqp queue: expected ?dedup_window= a positive duration (300s, 5000ms); got '" +
+                      *v + "'");
+    }
+    config.dedup_window_ms = d->count();
+  }
+  config.where = std::string(config.tls ? "amqps" : "amqp") + " " + config.host + ":" +
+                 std::to_string(config.port);
+  return std::unique_ptr<QueueBackend>(std::make_unique<AmqpQueueBackend>(std::move(config)));
+}
+
+}  // namespace mikcar::queue
