@@ -34,7 +34,14 @@ def backend_url(name, tmp_path):
     return base
 
 
-BACKENDS = ["memory", "file"]
+BACKENDS = [
+    "memory",
+    "file",
+    pytest.param("redis", marks=pytest.mark.skipif(not REDIS_URL, reason="MIKCAR_TEST_REDIS_URL unset")),
+    pytest.param("rediss",
+                 marks=pytest.mark.skipif(not REDISS_URL, reason="MIKCAR_TEST_REDISS_URL unset")),
+    pytest.param("amqp", marks=pytest.mark.skipif(not AMQP_URL, reason="MIKCAR_TEST_AMQP_URL unset")),
+]
 
 
 @pytest.fixture(params=BACKENDS)

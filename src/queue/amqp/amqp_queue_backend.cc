@@ -200,9 +200,18 @@ class AmqpQueueBackend final : public QueueBackend {
 
   Task<void> Ack(std::string queue, std::string group, std::string id) override {
     auto job = [this, queue, group, id]() -> Result<void> {
-      std::string lane = group.empty() ? queue : GroupQueue(queue, group);
+      // The queue's lease first, else the lease of the topic's group (the service passes a
+      // group on every ack).
+      std::string lane = queue;
       auto lease = FindLease(lane, id);
-      if (!lease) return NoLease(group.empty() ? queue : queue + "/" + group, id);
+      if (!lease && !group.empty()) {
+        lane = GroupQueue(queue, group);
+        lease = FindLease(lane, id);
+      }
+      if (!lease) {
+        return NoLease(group.empty() ? queue : queue + "' or topic group '" + queue + "/" + group,
+                       id);
+      }
       uint64_t tag = lease->tag;
       leases_[lane].erase(id);
       if (int st = amqp_basic_ack(conn_, kChannel, tag, 0); st != AMQP_STATUS_OK) {

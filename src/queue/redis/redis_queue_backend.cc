@@ -258,17 +258,21 @@ if L.topic then trim(L.s) end
 return out
 )lua";
 
-// ARGV: P, max, name, group ("" = queue), id. -> 1, or 0 when the lease is unknown/expired.
+// ARGV: P, max, name, group, id. The queue's lease first, else the lease of the topic's group
+// (the service passes a group on every ack). -> 1, or 0 when the lease is unknown/expired.
 const std::string kAckScript = kPrelude + R"lua(
-local L
-if ARGV[4] == '' then L = lane_queue(ARGV[3]) else L = lane_group(ARGV[3], ARGV[4]) end
 local id = ARGV[5]
-local deadline = redis.call('ZSCORE', L.l, id)
-if not deadline or tonumber(deadline) <= now then return 0 end
-local eid = redis.call('HGET', L.i, id)
-if eid then drop(L, id, eid) else redis.call('ZREM', L.l, id) end
-if L.topic then trim(L.s) end
-return 1
+local function ack(L)
+  local deadline = redis.call('ZSCORE', L.l, id)
+  if not deadline or tonumber(deadline) <= now then return 0 end
+  local eid = redis.call('HGET', L.i, id)
+  if eid then drop(L, id, eid) else redis.call('ZREM', L.l, id) end
+  if L.topic then trim(L.s) end
+  return 1
+end
+if ack(lane_queue(ARGV[3])) == 1 then return 1 end
+if ARGV[4] == '' then return 0 end
+return ack(lane_group(ARGV[3], ARGV[4]))
 )lua";
 
 // ARGV: P, max, queue, id, delay ms. -> 1, or 0 when the lease is unknown/expired.
@@ -381,7 +385,10 @@ class RedisQueueBackend final : public QueueBackend {
     auto args = Args(queue, {group, id});
     auto reply = co_await Script(kAckScript, std::move(args));
     if (!reply) co_return Fail(reply.error());
-    if (ToInt(*reply) == 0) co_return NoLease(group.empty() ? queue : queue + "/" + group, id);
+    if (ToInt(*reply) == 0) {
+      co_return NoLease(group.empty() ? queue : queue + "' or topic group '" + queue + "/" + group,
+                        id);
+    }
     co_return Result<void>{};
   }
 
