@@ -177,6 +177,12 @@ struct Outgoing {
   int64_t expiration_ms = 0;
 };
 
+// Messages a push or publish job has prepared; `finish` runs after the batch's confirms.
+struct Staged {
+  std::vector<Outgoing> messages;
+  std::function<void(Result<void>)> finish;
+};
+
 class AmqpQueueBackend final : public QueueBackend {
  public:
   explicit AmqpQueueBackend(Config config) : config_(std::move(config)) {
@@ -188,8 +194,10 @@ class AmqpQueueBackend final : public QueueBackend {
 
   Task<std::vector<std::string>> Push(std::string queue,
                                       std::vector<NewMessage> messages) override {
-    auto job = [this, queue, messages = std::move(messages)]() { return DoPush(queue, messages); };
-    auto ids = co_await Submit<std::vector<std::string>>(std::move(job));
+    auto job = [this, queue, messages = std::move(messages)](auto done) {
+      StagePush(queue, messages, std::move(done));
+    };
+    auto ids = co_await SubmitWith<std::vector<std::string>>(std::move(job));
     if (ids) wake_.Notify(QueueKey(queue));
     co_return ids;
   }
@@ -239,8 +247,10 @@ class AmqpQueueBackend final : public QueueBackend {
   }
 
   Task<std::string> Publish(std::string topic, NewMessage message) override {
-    auto job = [this, topic, message = std::move(message)]() { return DoPublish(topic, message); };
-    auto id = co_await Submit<std::string>(std::move(job));
+    auto job = [this, topic, message = std::move(message)](auto done) {
+      StagePublish(topic, message, std::move(done));
+    };
+    auto id = co_await SubmitWith<std::string>(std::move(job));
     if (id) wake_.Notify(TopicKey(topic));
     co_return id;
   }
@@ -306,27 +316,39 @@ class AmqpQueueBackend final : public QueueBackend {
 
   // ---- I/O-thread side ------------------------------------------------------------------
 
+  // Runs `fn(done)` on the connection thread; it completes `done` (at once, or after the
+  // publisher confirms of what it staged).
+  template <typename T, typename Fn>
+  Task<T> SubmitWith(Fn fn) {
+    auto start = [this, fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
+      if (auto refused = Enqueue([fn = std::move(fn), done]() mutable { fn(done); })) {
+        done->Complete(Fail(std::move(*refused)));
+      }
+    };
+    co_return co_await Suspend<T>(std::move(start));
+  }
+
   // Runs `fn` (returning Result<T>) on the connection thread.
   template <typename T, typename Fn>
   Task<T> Submit(Fn fn) {
-    auto start = [this, fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
-      std::unique_lock lock(mu_);
-      if (stop_) {
-        lock.unlock();
-        done->Complete(Fail(ErrorCode::kUnavailable, config_.where + ": backend closed"));
-        return;
-      }
-      if (jobs_.size() >= kMaxQueuedJobs) {
-        lock.unlock();
-        done->Complete(Fail(ErrorCode::kUnavailable,
-                            config_.where + ": server busy: too many broker calls queued"));
-        return;
-      }
-      jobs_.push_back([fn = std::move(fn), done]() mutable { done->Complete(fn()); });
-      lock.unlock();
-      cv_.notify_one();
+    auto job = [fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
+      done->Complete(fn());
     };
-    co_return co_await Suspend<T>(std::move(start));
+    co_return co_await SubmitWith<T>(std::move(job));
+  }
+
+  std::optional<Error> Enqueue(std::function<void()> job) {
+    std::unique_lock lock(mu_);
+    if (stop_) return Error{ErrorCode::kUnavailable, config_.where + ": backend closed", {}};
+    if (jobs_.size() >= kMaxQueuedJobs) {
+      return Error{ErrorCode::kUnavailable,
+                   config_.where + ": server busy: too many broker calls queued",
+                   {}};
+    }
+    jobs_.push_back(std::move(job));
+    lock.unlock();
+    cv_.notify_one();
+    return std::nullopt;
   }
 
   Task<std::vector<Message>> Take(Lane lane, std::string key, Receive receive) {
@@ -351,6 +373,7 @@ class AmqpQueueBackend final : public QueueBackend {
       if (stopping) closing_ = true;  // jobs still queued fail instead of reconnecting
       ExpireLeases();
       for (auto& job : batch) job();
+      FlushStaged();
       if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
       lock.lock();
       if (stopping && jobs_.empty()) break;
@@ -504,6 +527,26 @@ class AmqpQueueBackend final : public QueueBackend {
 
   // Publishes and waits for the broker's confirms of all of `messages`.
   Result<void> PublishConfirmed(const std::vector<Outgoing>& messages) {
+    auto refused = Publish(messages);
+    if (!refused) return Fail(refused.error());
+    for (bool r : *refused) {
+      if (r) return Fail(Refused());
+    }
+    return {};
+  }
+
+  Error Refused() const {
+    return {ErrorCode::kBackend,
+            config_.where + ": the broker refused to store the message (basic.nack)",
+            {}};
+  }
+
+  // Publishes `messages` and waits for every publisher confirm; returns, per message, whether
+  // the broker refused it (basic.nack). One wait covers them all: the broker confirms a batch
+  // with one disk sync, which is what makes concurrent pushes fast.
+  Result<std::vector<bool>> Publish(const std::vector<Outgoing>& messages) {
+    std::vector<bool> refused(messages.size(), false);
+    const uint64_t first_tag = next_tag_;
     std::set<uint64_t> waiting;
     for (const auto& m : messages) {
       amqp_basic_properties_t props{};
@@ -533,7 +576,6 @@ class AmqpQueueBackend final : public QueueBackend {
       if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
       waiting.insert(next_tag_++);
     }
-    bool refused = false;
     while (!waiting.empty()) {
       amqp_frame_t frame;
       timeval timeout{kRpcTimeoutS, 0};
@@ -550,7 +592,8 @@ class AmqpQueueBackend final : public QueueBackend {
       if (id == AMQP_BASIC_ACK_METHOD || id == AMQP_BASIC_NACK_METHOD) {
         uint64_t tag;
         bool multiple;
-        if (id == AMQP_BASIC_ACK_METHOD) {
+        const bool nack = id == AMQP_BASIC_NACK_METHOD;
+        if (!nack) {
           auto* a = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
           tag = a->delivery_tag;
           multiple = a->multiple != 0;
@@ -558,13 +601,14 @@ class AmqpQueueBackend final : public QueueBackend {
           auto* n = static_cast<amqp_basic_nack_t*>(frame.payload.method.decoded);
           tag = n->delivery_tag;
           multiple = n->multiple != 0;
-          refused = true;
         }
-        if (multiple) {
-          waiting.erase(waiting.begin(), waiting.upper_bound(tag));
-        } else {
-          waiting.erase(tag);
+        auto begin = multiple ? waiting.begin() : waiting.find(tag);
+        auto end = multiple ? waiting.upper_bound(tag)
+                            : (begin == waiting.end() ? begin : std::next(begin));
+        if (nack) {
+          for (auto it = begin; it != end; ++it) refused[*it - first_tag] = true;
         }
+        waiting.erase(begin, end);
       } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
         auto* c = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
         return Broken("publish",
@@ -577,11 +621,46 @@ class AmqpQueueBackend final : public QueueBackend {
                                      " " + Str(c->reply_text));
       }
     }
-    if (refused) {
-      return Fail(ErrorCode::kBackend,
-                  config_.where + ": the broker refused to store the message (basic.nack)");
+    return refused;
+  }
+
+  // Publishes what the jobs of one batch staged, with one wait for all their confirms, and
+  // completes each job.
+  void FlushStaged() {
+    if (staged_.empty()) return;
+    auto staged = std::move(staged_);
+    staged_.clear();
+    if (conn_ == nullptr) {  // a later job of the batch lost the connection: nothing was sent
+      for (auto& s : staged) {
+        s.finish(Fail(ErrorCode::kUnavailable,
+                      config_.where + ": connection lost before the message was published"));
+      }
+      return;
     }
-    return {};
+    std::vector<Outgoing> all;
+    std::vector<size_t> owner;
+    for (size_t i = 0; i < staged.size(); ++i) {
+      for (auto& m : staged[i].messages) {
+        all.push_back(std::move(m));
+        owner.push_back(i);
+      }
+    }
+    auto refused = Publish(all);
+    std::vector<bool> failed(staged.size(), false);
+    if (refused) {
+      for (size_t k = 0; k < all.size(); ++k) {
+        if ((*refused)[k]) failed[owner[k]] = true;
+      }
+    }
+    for (size_t i = 0; i < staged.size(); ++i) {
+      if (!refused) {
+        staged[i].finish(Fail(refused.error()));
+      } else if (failed[i]) {
+        staged[i].finish(Fail(Refused()));
+      } else {
+        staged[i].finish({});
+      }
+    }
   }
 
   // A dedup id seen in the window: the first message's id. Process-local (see README.md).
@@ -598,6 +677,10 @@ class AmqpQueueBackend final : public QueueBackend {
       std::erase_if(dedup_, [&](auto& e) { return e.second.second <= now; });
     dedup_[scope + '\n' + dedup_id] = {id,
                                        now + std::chrono::milliseconds(config_.dedup_window_ms)};
+  }
+  void Forget(const std::string& scope, const std::string& dedup_id, const std::string& id) {
+    auto it = dedup_.find(scope + '\n' + dedup_id);
+    if (it != dedup_.end() && it->second.first == id) dedup_.erase(it);
   }
 
   // Routes a new message for `target` (queue name, or exchange when `exchange` is set) with
@@ -624,46 +707,63 @@ class AmqpQueueBackend final : public QueueBackend {
     return o;
   }
 
-  Result<std::vector<std::string>> DoPush(const std::string& queue,
-                                          const std::vector<NewMessage>& messages) {
-    if (auto ok = Ensure(); !ok) return Fail(ok.error());
-    if (auto ok = DeclareLane(QueueLane(queue)); !ok) return Fail(ok.error());
+  // Prepares a push (declares, dedup, routing) and stages its messages for the batch's
+  // publish; `done` completes after their confirms. Dedup ids are remembered at once (so a
+  // duplicate in the same batch is caught) and forgotten again if the publish fails.
+  void StagePush(const std::string& queue, const std::vector<NewMessage>& messages,
+                 std::shared_ptr<Completion<std::vector<std::string>>> done) {
+    if (auto ok = Ensure(); !ok) return done->Complete(Fail(ok.error()));
+    if (auto ok = DeclareLane(QueueLane(queue)); !ok) return done->Complete(Fail(ok.error()));
     std::vector<std::string> ids;
     std::vector<Outgoing> out;
-    std::map<std::string, std::string> batch_dedup;
+    std::vector<std::pair<std::string, std::string>> remembered;
     const int64_t now = UnixMs();
     for (const auto& m : messages) {
-      auto first = Deduped(queue, m.dedup_id);
-      if (!first && !m.dedup_id.empty() && batch_dedup.contains(m.dedup_id)) {
-        first = batch_dedup[m.dedup_id];
-      }
-      if (first) {
+      if (auto first = Deduped(queue, m.dedup_id)) {
         ids.push_back(*first);
         continue;
       }
       ids.push_back(NewMessageId());
-      if (!m.dedup_id.empty()) batch_dedup[m.dedup_id] = ids.back();
       auto o = Route(queue, false, ids.back(), m.payload, now, 0, m.delay_ms);
-      if (!o) return Fail(o.error());
+      if (!o) {
+        for (const auto& [dedup_id, id] : remembered) Forget(queue, dedup_id, id);
+        return done->Complete(Fail(o.error()));
+      }
       out.push_back(std::move(*o));
+      if (!m.dedup_id.empty()) {
+        Remember(queue, m.dedup_id, ids.back());
+        remembered.emplace_back(m.dedup_id, ids.back());
+      }
     }
-    if (auto ok = PublishConfirmed(out); !ok) return Fail(ok.error());
-    for (const auto& [dedup_id, id] : batch_dedup) Remember(queue, dedup_id, id);
-    return ids;
+    if (out.empty()) return done->Complete(std::move(ids));
+    auto finish = [this, done, ids = std::move(ids), queue,
+                   remembered = std::move(remembered)](Result<void> stored) mutable {
+      if (stored) return done->Complete(std::move(ids));
+      for (const auto& [dedup_id, id] : remembered) Forget(queue, dedup_id, id);
+      done->Complete(Fail(stored.error()));
+    };
+    staged_.push_back(Staged{std::move(out), std::move(finish)});
   }
 
-  Result<std::string> DoPublish(const std::string& topic, const NewMessage& m) {
-    if (auto ok = Ensure(); !ok) return Fail(ok.error());
-    if (auto first = Deduped("topic/" + topic, m.dedup_id)) return *first;
+  void StagePublish(const std::string& topic, const NewMessage& m,
+                    std::shared_ptr<Completion<std::string>> done) {
+    if (auto ok = Ensure(); !ok) return done->Complete(Fail(ok.error()));
+    const std::string scope = "topic/" + topic;
+    if (auto first = Deduped(scope, m.dedup_id)) return done->Complete(std::move(*first));
     auto exchange = TopicExchange(topic);
-    if (auto ok = DeclareExchange(exchange); !ok) return Fail(ok.error());
+    if (auto ok = DeclareExchange(exchange); !ok) return done->Complete(Fail(ok.error()));
     std::string id = NewMessageId();
     auto o = Route(exchange, true, id, m.payload, UnixMs(), 0, m.delay_ms);
-    if (!o) return Fail(o.error());
-    std::vector<Outgoing> one{std::move(*o)};
-    if (auto ok = PublishConfirmed(one); !ok) return Fail(ok.error());
-    Remember("topic/" + topic, m.dedup_id, id);
-    return id;
+    if (!o) return done->Complete(Fail(o.error()));
+    Remember(scope, m.dedup_id, id);
+    auto finish = [this, done, id, scope, dedup_id = m.dedup_id](Result<void> stored) {
+      if (stored) return done->Complete(id);
+      Forget(scope, dedup_id, id);
+      done->Complete(Fail(stored.error()));
+    };
+    std::vector<Outgoing> one;
+    one.push_back(std::move(*o));
+    staged_.push_back(Staged{std::move(one), std::move(finish)});
   }
 
   Message Decode(const amqp_message_t& msg, bool redelivered) {
@@ -813,6 +913,7 @@ class AmqpQueueBackend final : public QueueBackend {
   amqp_connection_state_t conn_ = nullptr;
   uint64_t next_tag_ = 1;  // the next publish's sequence number on the confirm channel
   std::set<std::string> declared_;
+  std::vector<Staged> staged_;
   std::unordered_map<std::string, std::unordered_map<std::string, Lease>> leases_;
   Clock::time_point next_expiry_ = Clock::time_point::max();
   std::unordered_map<std::string, std::map<std::string, int64_t>> delay_queues_;
