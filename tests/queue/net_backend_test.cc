@@ -294,6 +294,18 @@ TEST_P(NetQueueTest, DelayedPush) {
   EXPECT_GE(Clock::now() - t0, 750ms);
 }
 
+TEST_P(NetQueueTest, DueDelayedMessageIsReadyWithoutAnyPop) {
+  auto q = Unique("duelen");
+  Push(q, {Msg("1", 300)});
+  auto len = Len(q);
+  EXPECT_EQ(len.delayed, 1u);
+  EXPECT_EQ(len.ready, 0u);
+  std::this_thread::sleep_for(900ms);
+  len = Len(q);
+  EXPECT_EQ(len.ready, 1u);
+  EXPECT_EQ(len.delayed, 0u);
+}
+
 TEST_P(NetQueueTest, DedupIdReturnsFirstId) {
   auto q = Unique("dedup");
   auto a = Push(q, {Msg("1", 0, "order-1")});

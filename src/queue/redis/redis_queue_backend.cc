@@ -306,7 +306,7 @@ return 1
 // ARGV: P, max, queue. -> {ready, leased, delayed}.
 const std::string kLenScript = kPrelude + R"lua(
 local L = lane_queue(ARGV[3])
-if redis.call('EXISTS', L.s) == 1 and has_groups(L.s) then tick(L) end
+tick(L)
 rewake(L)
 local leased = redis.call('ZCARD', L.l)
 return {redis.call('XLEN', L.s) - leased, leased, redis.call('ZCARD', L.z)}
@@ -326,7 +326,8 @@ for _, w in ipairs(due) do
     local nl = string.find(rest, '\n', 1, true)
     if nl then L = lane_group(string.sub(rest, 1, nl - 1), string.sub(rest, nl + 1)) end
   end
-  if L and (not L.l or has_groups(L.s)) then
+  -- A lease (in l) implies the group exists, so ticking never needs XPENDING without one.
+  if L then
     tick(L)
     rewake(L)
   else
