@@ -30,6 +30,9 @@ using namespace std::chrono_literals;
 
 constexpr auto kPoll = 50ms;
 constexpr auto kTick = 50ms;  // lease expiry granularity
+// How long a receive's basic.get may wait behind other broker calls after its wait_until (the
+// queue service answers 250 ms before the request deadline).
+constexpr auto kQueuedGetBudget = 150ms;
 constexpr int kConnectTimeoutS = 3;
 constexpr int kRpcTimeoutS = 10;
 constexpr amqp_channel_t kChannel = 1;
@@ -353,8 +356,16 @@ class AmqpQueueBackend final : public QueueBackend {
 
   Task<std::vector<Message>> Take(Lane lane, std::string key, Receive receive) {
     auto visibility = receive.visibility;
-    auto fetch = [this, &lane, visibility](size_t n) -> Task<std::vector<Message>> {
-      auto job = [this, lane, n, visibility]() { return DoGet(lane, n, visibility); };
+    const auto wait_until = receive.wait_until;
+    auto fetch = [this, &lane, visibility, wait_until](size_t n) -> Task<std::vector<Message>> {
+      // A get that waited in the job queue past the service's margin before the HTTP deadline
+      // takes nothing: the answer could arrive after the request gave up, and a message taken
+      // without a lease would be lost.
+      const auto give_up = std::max(wait_until, Clock::now()) + kQueuedGetBudget;
+      auto job = [this, lane, n, visibility, give_up]() -> Result<std::vector<Message>> {
+        if (Clock::now() > give_up) return std::vector<Message>{};
+        return DoGet(lane, n, visibility);
+      };
       co_return co_await Submit<std::vector<Message>>(std::move(job));
     };
     co_return co_await PollReceive(wake_, std::move(key), receive, kPoll, draining_, fetch);
