@@ -99,6 +99,7 @@ cleanup() {
   done
   for p in "${all[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [ -n "${RABBIT_DIR:-}" ] && scripts/test-backends.sh stop "$RABBIT_DIR" >/dev/null 2>&1
   if [ -n "${BENCH_KEEP:-}" ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
   exit $rc
 }
@@ -209,6 +210,16 @@ EOF
     wait_redis redis-durable-$c
     BACKEND_OF[webdis-$c]=redis-$c
   done
+  # Networked queue backends, multi-core only (their servers are not pinned either): redis://
+  # on the fsync-always redis (the XADD reference's server) and amqp:// on RabbitMQ.
+  QUEUE_URL="redis://127.0.0.1:${PORT[redis-durable-n]}/?prefix=mikcar-bench:" \
+    start mikcar-queue-redis-n n $((BASE + 80)) \
+    "$MIKCAR" --queue --no-auth --port $((BASE + 80)) --log-level warn
+  BACKEND_OF[mikcar-queue-redis-n]=redis-durable-n
+  if [ -n "${AMQP_URL:-}" ]; then
+    QUEUE_URL=$AMQP_URL start mikcar-queue-amqp-n n $((BASE + 81)) \
+      "$MIKCAR" --queue --no-auth --port $((BASE + 81)) --log-level warn
+  fi
   for c in 1 n; do
     wait_200 mikcar-memory-$c /health
     wait_200 mikcar-file-$c /health
@@ -216,6 +227,8 @@ EOF
     wait_200 mikcar-sql-$c /health
     wait_200 mikcar-queue-file-$c /health
     wait_200 mikcar-queue-memory-$c /health
+    [ $c = n ] && wait_200 mikcar-queue-redis-n /health
+    [ $c = n ] && [ -n "${AMQP_URL:-}" ] && wait_200 mikcar-queue-amqp-n /health
     wait_200 nginx-$c /health
     wait_200 webdis-$c /PING
   done
@@ -357,13 +370,29 @@ queue_push_targets() {
     measure queue-push mikcar-queue-memory mikcar-queue-memory-$c "$r" / "$push" /queue/push/bench
     redis_command_round queue-push "$c" redis-durable-$c "$r" XADD benchstream MAXLEN '~' 100000 '*' payload "$VALUE"
   done
+  measure queue-push mikcar-queue-redis mikcar-queue-redis-n "$r" / "$push" /queue/push/bench
+  if [ -n "${AMQP_URL:-}" ]; then
+    measure queue-push mikcar-queue-amqp mikcar-queue-amqp-n "$r" / "$push" /queue/push/bench
+    amqp_round queue-push push "$r"
+  fi
+}
+# amqp_round SCENARIO push|pop ROUND: bench/amqp_ref.c, a direct rabbitmq-c client (publisher
+# confirms with CONNS unconfirmed / consume with prefetch CONNS and an ack per message).
+amqp_round() {
+  [ "$3" = 0 ] && return 0
+  local rps
+  rps=$("$TMP/amqp_ref" "${AMQP_ARGS[@]}" "bench-ref" "$2" "$DURATION" "$CONNS")
+  printf '%s\tn\trabbitmq-direct\t%s\t%s\t\t\t0\t0\n' "$1" "$3" "$rps" >>"$RESULTS"
+  printf '  %-8s %-2s %-24s round %s: %8s msg/s\n' "$1" n rabbitmq-direct "$3" "$rps"
 }
 queue_fill() {  # queue_fill SERVER: at least QUEUE_FILL messages in queue "popbench"
   local have batch
-  batch=$(python3 -c 'import json; print(json.dumps({"messages": [{"payload": "x" * 80, "n": i} for i in range(10000)]}))')
+  # In a file: 1 MB is over the kernel's limit for one command-line argument (128 KiB).
+  batch=$TMP/fill-batch.json
+  [ -f "$batch" ] || python3 -c 'import json; print(json.dumps({"messages": [{"payload": "x" * 80, "n": i} for i in range(10000)]}))' >"$batch"
   have=$(curl -sf "http://127.0.0.1:${PORT[$1]}/queue/len/popbench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])')
   while [ "$have" -lt "$QUEUE_FILL" ]; do
-    curl -sf -o /dev/null -H 'content-type: application/json' --data-binary "$batch" \
+    curl -sf -o /dev/null -H 'content-type: application/json' --data-binary "@$batch" \
       "http://127.0.0.1:${PORT[$1]}/queue/push/popbench/batch"
     have=$((have + 10000))
   done
@@ -380,6 +409,15 @@ queue_pop_targets() {
       LPUSH benchlist "$VALUE" >/dev/null 2>&1
     redis_command_round queue-pop "$c" redis-durable-$c "$r" RPOP benchlist
   done
+  queue_fill mikcar-queue-redis-n
+  measure queue-pop mikcar-queue-redis mikcar-queue-redis-n "$r" / "$pop" popbench
+  if [ -n "${AMQP_URL:-}" ]; then
+    queue_fill mikcar-queue-amqp-n
+    measure queue-pop mikcar-queue-amqp mikcar-queue-amqp-n "$r" / "$pop" popbench
+    # The reference consumes what its push rounds published (at least QUEUE_FILL of them).
+    [ "$r" = 0 ] || "$TMP/amqp_ref" "${AMQP_ARGS[@]}" bench-ref push "$DURATION" "$CONNS" >/dev/null
+    amqp_round queue-pop pop "$r"
+  fi
 }
 # redis_command_round SCENARIO CORES SERVER ROUND COMMAND...: redis-benchmark running one command.
 redis_command_round() {
@@ -500,6 +538,9 @@ display_name() {
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     mikcar-queue-file) echo "mikcar queue file:// (LMDB, fsync)" ;;
     mikcar-queue-memory) echo "mikcar queue memory://" ;;
+    mikcar-queue-redis) echo "mikcar queue redis:// (fsync always)" ;;
+    mikcar-queue-amqp) echo "mikcar queue amqp:// (RabbitMQ)" ;;
+    rabbitmq-direct) echo "rabbitmq-c direct (confirms/acks)" ;;
     redis-XADD|redis-RPOP) echo "redis-benchmark ${1#redis-} (fsync always)" ;;
     *) echo "$1" ;;
   esac
@@ -541,13 +582,16 @@ report() {
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
       sql-*) to_nginx=$(ratio "$key" "$s|$c|pgbench") ;;
-      queue-push) to_redis=$(ratio "$key" "$s|$c|redis-XADD") ;;
+      queue-push) to_redis=$(ratio "$key" "$s|$c|redis-XADD")
+        [[ "$l" == *amqp ]] && to_redis=$(ratio "$key" "$s|$c|rabbitmq-direct") ;;
       queue-pop)  # mikcar spends two requests (pop, ack) per message, redis one (RPOP)
         [[ "$l" == mikcar* ]] && RPS[$key.msg]=$((RPS[$key] / 2)) && name+=" [msg/s = req/s / 2]"
-        to_redis=$(ratio "$key${RPS[$key.msg]:+.msg}" "$s|$c|redis-RPOP") ;;
+        to_redis=$(ratio "$key${RPS[$key.msg]:+.msg}" "$s|$c|redis-RPOP")
+        [[ "$l" == *amqp ]] && to_redis=$(ratio "$key.msg" "$s|$c|rabbitmq-direct") ;;
     esac
     [[ "$l" == nginx* ]] && to_nginx=ref
     [ "$l" = webdis ] && to_webdis=ref
+    [ "$l" = rabbitmq-direct ] && to_redis=ref
     printf "$fmt" "$s" "$([ "$c" = n ] && echo "$NCPU" || echo 1)" "$name" "${RPS[$key]}" "${RANGE[$key]}" \
       "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "$to_nginx" "$to_webdis" "$to_redis"
   done
@@ -561,6 +605,17 @@ echo "versions: $(nginx -v 2>&1 | sed 's/.*: //'), redis $(redis-server --versio
 
 startup_probe
 start_postgres
+# RabbitMQ (~15 s to start) only when a queue scenario runs; amqp:// rows compare with a direct
+# rabbitmq-c client (the x redis-bench column holds that ratio for them).
+if [[ " ${SCENARIOS[*]} " == *" queue-"* ]]; then
+  RABBIT_DIR=$TMP/backends
+  eval "$(scripts/test-backends.sh start-rabbitmq "$RABBIT_DIR")"
+  AMQP_URL=$MIKCAR_TEST_AMQP_URL
+  u=${AMQP_URL#amqp://} hp=${AMQP_URL#*@}
+  hp=${hp%/}
+  AMQP_ARGS=("${hp%:*}" "${hp#*:}" "${u%%:*}" "$(u=${u#*:}; echo "${u%%@*}")")
+  cc -O2 -o "$TMP/amqp_ref" "$BENCH/amqp_ref.c" -lrabbitmq
+fi
 start_servers
 sleep 1
 declare -A IDLE_RSS

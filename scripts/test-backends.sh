@@ -169,5 +169,6 @@ case "$cmd" in
     done
     rm -f "$dir/redis.env"
     ;;
-  *) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+  start-rabbitmq) start_rabbitmq ;;  # only the broker (bench/run.sh); `stop` stops it
+  *) echo "usage: $0 start|start-rabbitmq|stop DIR" >&2; exit 2 ;;
 esac
