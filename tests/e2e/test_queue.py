@@ -630,10 +630,13 @@ def test_shutdown_answers_long_polls_early(start_mikcar, tmp_path):
 
 # --- backend URL options (embedded backends) -------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["memory", "file"])
+@pytest.mark.parametrize("kind", BACKENDS)
 def test_max_attempts_and_dedup_window_options(start_mikcar, tmp_path, kind):
-    url = backend_url(kind, tmp_path) + "?max_attempts=2&dedup_window=300ms"
-    m = start_mikcar(["--queue"], env={"QUEUE_URL": url}, data_dir=str(tmp_path))
+    base = backend_url(kind, tmp_path)
+    env = {"QUEUE_URL": base + ("&" if "?" in base else "?") + "max_attempts=2&dedup_window=300ms"}
+    if kind == "rediss":
+        env["SSL_CERT_FILE"] = os.environ["MIKCAR_TEST_CA_FILE"]
+    m = start_mikcar(["--queue"], env=env, data_dir=str(tmp_path))
     q = name()
     mid = push(m, q, "x")
     for _ in range(2):
@@ -653,6 +656,12 @@ def test_max_attempts_and_dedup_window_options(start_mikcar, tmp_path, kind):
     ("memory://?dedup_window=forever", "dedup_window"),
     ("file://relative/dir", "file:///absolute/dir"),
     ("nosuch://x", "memory://"),
+    ("redis://127.0.0.1:1/x", "numeric db"),
+    ("redis://127.0.0.1:1/?max_attempts=0", "max_attempts"),
+    ("rediss://127.0.0.1:1/?dedup_window=forever", "dedup_window"),
+    ("redis://127.0.0.1:1", "redis 127.0.0.1:1: cannot connect"),
+    ("amqp://127.0.0.1:1/?max_attempts=-1", "max_attempts"),
+    ("amqp://u:secretpw@127.0.0.1:1/", "amqp 127.0.0.1:1: cannot connect"),
 ])
 def test_bad_queue_url_exits_2(tmp_path, url, expected):
     import subprocess
@@ -662,3 +671,4 @@ def test_bad_queue_url_exits_2(tmp_path, url, expected):
     r = subprocess.run([BIN, "--queue", "--port", "0"], env=env, capture_output=True, text=True, timeout=10)
     assert r.returncode == 2, r.stderr
     assert "QUEUE_URL" in r.stderr and expected in r.stderr, r.stderr
+    assert "secretpw" not in r.stderr

@@ -7,9 +7,11 @@
 #include <sys/time.h>
 
 #include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
@@ -412,6 +414,8 @@ class AmqpQueueBackend final : public QueueBackend {
     if (int st =
             amqp_socket_open_noblock(socket, config_.host.c_str(), config_.port, &connect_timeout);
         st != AMQP_STATUS_OK) {
+      // rabbitmq-c reports refused, unreachable and timed-out connects alike (its non-blocking
+      // connect leaves no useful errno).
       return Broken("cannot connect", amqp_error_string2(st));
     }
     timeval rpc_timeout{kRpcTimeoutS, 0};
