@@ -38,13 +38,13 @@ constexpr uint32_t kDefaultMaxAttempts = 5;
 // pending entry is in exactly one of l and r; so ready = XLEN - ZCARD l. Entries carry our id
 // (stable across redelivery), the payload, received_at and `a`, the deliveries before this
 // entry was written (a nack with a delay writes a new entry). attempts = a + the PEL's
-// delivery count, which XREADGROUP and XCLAIM keep. P.."wake" holds, per queue/topic/group,
+// delivery count, which XREADGROUP and XCLAIM keep. P.."queue-wake/" holds, per queue/topic/group,
 // the earliest lease deadline or due time, so the sweeper (any sidecar) ticks only what is due.
 // All times are Redis's TIME, so sidecars on different machines agree on deadlines.
 const std::string kPrelude = R"lua(
 local P = ARGV[1]
 local MAX = tonumber(ARGV[2])
-local WAKE = P .. 'wake'
+local WAKE = P .. 'queue-wake/'
 local C = 'mikcar'
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
