@@ -585,7 +585,8 @@ report() {
       queue-push) to_redis=$(ratio "$key" "$s|$c|redis-XADD")
         [[ "$l" == *amqp ]] && to_redis=$(ratio "$key" "$s|$c|rabbitmq-direct") ;;
       queue-pop)  # mikcar spends two requests (pop, ack) per message, redis one (RPOP)
-        [[ "$l" == mikcar* ]] && RPS[$key.msg]=$((RPS[$key] / 2)) && name+=" [msg/s = req/s / 2]"
+        [[ "$l" == mikcar* ]] && RPS[$key.msg]=$(awk -v r="${RPS[$key]}" 'BEGIN { printf "%.0f", r / 2 }') &&
+          name+=" [msg/s = req/s / 2]"
         to_redis=$(ratio "$key${RPS[$key.msg]:+.msg}" "$s|$c|redis-RPOP")
         [[ "$l" == *amqp ]] && to_redis=$(ratio "$key.msg" "$s|$c|rabbitmq-direct") ;;
     esac
