@@ -111,3 +111,22 @@ def assert_envelope(resp, status, code):
     assert body["status"] == status and body["code"] == code, body
     assert isinstance(body["error"], str) and body["error"]
     return body
+
+
+def kill_9(m):
+    """SIGKILL: no chance to flush anything."""
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait()
+    m.log.close()
+
+
+def drain_queue(m, q):
+    """Pops `q` until it is empty; the ids in delivery order."""
+    ids = []
+    while True:
+        r = m.get(f"/queue/pop/{q}", params={"timeout": 0}, timeout=10)
+        assert r.status_code == 200, r.text
+        msg = r.json()["message"]
+        if msg is None:
+            return ids
+        ids.append(msg["id"])

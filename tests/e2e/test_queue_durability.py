@@ -1,32 +1,14 @@
 """kill -9 on the durable embedded queue (file://, the default): every push answered 200 is still
 there after a restart, exactly once; a leased, unacked message comes back; acked and popped
 messages do not."""
-import os
-import signal
 import threading
 import time
 
 import requests
 
-from conftest import Mikcar
+from conftest import Mikcar, drain_queue, kill_9
 
 
-def kill_9(m):
-    os.kill(m.proc.pid, signal.SIGKILL)  # no chance to flush anything
-    m.proc.wait()
-    m.log.close()
-
-
-def drain(m, q):
-    """Pops until empty; the ids in delivery order."""
-    ids = []
-    while True:
-        r = m.get(f"/queue/pop/{q}", params={"timeout": 0}, timeout=10)
-        assert r.status_code == 200, r.text
-        msg = r.json()["message"]
-        if msg is None:
-            return ids
-        ids.append(msg["id"])
 
 
 def test_acknowledged_pushes_survive_kill_9(tmp_path):
@@ -60,7 +42,7 @@ def test_acknowledged_pushes_survive_kill_9(tmp_path):
 
     again = Mikcar(["--queue"], data_dir=data_dir)
     try:
-        got = drain(again, "storm")
+        got = drain_queue(again, "storm")
         assert len(got) == len(set(got)), "a message was delivered twice"
         lost = set(acked) - set(got)
         assert not lost, f"{len(lost)} acknowledged pushes lost, e.g. {sorted(lost)[:5]}"

@@ -3,7 +3,6 @@ shared server can show. kill -9 of mikcar loses no acknowledged push; a lease he
 sidecar comes back; two sidecars on one server share queues; a broker restart fails only what is
 in flight (503) and later requests succeed."""
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -12,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import Mikcar
+from conftest import Mikcar, drain_queue, kill_9
 
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
 AMQP_URL = os.environ.get("MIKCAR_TEST_AMQP_URL")
@@ -42,21 +41,6 @@ def name(prefix="q"):
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def kill_9(m):
-    os.kill(m.proc.pid, signal.SIGKILL)
-    m.proc.wait()
-    m.log.close()
-
-
-def drain(m, q):
-    ids = []
-    while True:
-        r = m.get(f"/queue/pop/{q}", params={"timeout": 0}, timeout=10)
-        assert r.status_code == 200, r.text
-        msg = r.json()["message"]
-        if msg is None:
-            return ids
-        ids.append(msg["id"])
 
 
 def test_acknowledged_pushes_survive_kill_9(url, tmp_path):
@@ -89,7 +73,7 @@ def test_acknowledged_pushes_survive_kill_9(url, tmp_path):
     assert len(acked) > 100, f"storm too small: {len(acked)} acknowledged pushes"
     again = start(url, tmp_path, "b")
     try:
-        got = drain(again, q)
+        got = drain_queue(again, q)
         assert len(got) == len(set(got)), "a message was delivered twice"
         lost = set(acked) - set(got)
         assert not lost, f"{len(lost)} acknowledged pushes lost, e.g. {sorted(lost)[:5]}"
