@@ -134,7 +134,6 @@ std::optional<TimePoint> ParseHttpDate(std::string_view s) {
   return std::chrono::system_clock::from_time_t(timegm(&tm));
 }
 
-
 }  // namespace mikcar::storage
 
 namespace mikcar::storage {

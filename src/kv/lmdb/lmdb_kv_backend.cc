@@ -4,9 +4,9 @@
 
 #include <cstring>
 
+#include "common/lmdb/group_committer.h"
 #include "kv/glob.h"
 #include "kv/kv_rules.h"
-#include "common/lmdb/group_committer.h"
 
 namespace mikcar::kv {
 namespace {
