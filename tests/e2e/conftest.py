@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -130,3 +131,34 @@ def drain_queue(m, q):
         if msg is None:
             return ids
         ids.append(msg["id"])
+
+
+def push_storm_until_kill_9(m, q, workers, seconds):
+    """`workers` threads push to `q` until mikcar is killed with SIGKILL after `seconds`; the ids
+    of the pushes answered 200, and asserts there were enough to mean something."""
+    stop, acked, lock = threading.Event(), [], threading.Lock()
+
+    def storm(worker):
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {m.token}"
+        i = 0
+        while not stop.is_set():
+            try:
+                r = s.post(f"{m.base}/queue/push/{q}", json={"w": worker, "i": i}, timeout=5)
+            except requests.RequestException:
+                return  # the server died: this push was never acknowledged
+            if r.status_code == 200:
+                with lock:
+                    acked.append(r.json()["message_id"])
+            i += 1
+
+    threads = [threading.Thread(target=storm, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    kill_9(m)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert len(acked) > 100, f"storm too small to mean anything: {len(acked)} acknowledged pushes"
+    return acked

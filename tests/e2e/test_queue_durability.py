@@ -1,12 +1,10 @@
 """kill -9 on the durable embedded queue (file://, the default): every push answered 200 is still
 there after a restart, exactly once; a leased, unacked message comes back; acked and popped
 messages do not."""
-import threading
 import time
 
-import requests
 
-from conftest import Mikcar, drain_queue, kill_9
+from conftest import Mikcar, drain_queue, kill_9, push_storm_until_kill_9
 
 
 
@@ -14,31 +12,7 @@ from conftest import Mikcar, drain_queue, kill_9
 def test_acknowledged_pushes_survive_kill_9(tmp_path):
     data_dir = str(tmp_path)
     m = Mikcar(["--queue"], data_dir=data_dir)  # QUEUE_URL unset: the embedded file:// default
-    stop, acked, lock = threading.Event(), [], threading.Lock()
-
-    def storm(worker):
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {m.token}"
-        i = 0
-        while not stop.is_set():
-            try:
-                r = s.post(f"{m.base}/queue/push/storm", json={"w": worker, "i": i}, timeout=5)
-            except requests.RequestException:
-                return  # the server died: this push was never acknowledged
-            if r.status_code == 200:
-                with lock:
-                    acked.append(r.json()["message_id"])
-            i += 1
-
-    workers = [threading.Thread(target=storm, args=(w,)) for w in range(32)]
-    for t in workers:
-        t.start()
-    time.sleep(2.0)
-    kill_9(m)
-    stop.set()
-    for t in workers:
-        t.join()
-    assert len(acked) > 100, f"storm too small to mean anything: {len(acked)} acknowledged pushes"
+    acked = push_storm_until_kill_9(m, "storm", 32, 2.0)
 
     again = Mikcar(["--queue"], data_dir=data_dir)
     try:

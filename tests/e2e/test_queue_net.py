@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import Mikcar, drain_queue, kill_9
+from conftest import Mikcar, drain_queue, kill_9, push_storm_until_kill_9
 
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
 AMQP_URL = os.environ.get("MIKCAR_TEST_AMQP_URL")
@@ -46,31 +46,7 @@ def name(prefix="q"):
 def test_acknowledged_pushes_survive_kill_9(url, tmp_path):
     q = name("storm")
     m = start(url, tmp_path)
-    stop, acked, lock = threading.Event(), [], threading.Lock()
-
-    def storm(worker):
-        s = requests.Session()
-        s.headers["Authorization"] = f"Bearer {m.token}"
-        i = 0
-        while not stop.is_set():
-            try:
-                r = s.post(f"{m.base}/queue/push/{q}", json={"w": worker, "i": i}, timeout=5)
-            except requests.RequestException:
-                return
-            if r.status_code == 200:
-                with lock:
-                    acked.append(r.json()["message_id"])
-            i += 1
-
-    workers = [threading.Thread(target=storm, args=(w,)) for w in range(16)]
-    for t in workers:
-        t.start()
-    time.sleep(1.5)
-    kill_9(m)
-    stop.set()
-    for t in workers:
-        t.join()
-    assert len(acked) > 100, f"storm too small: {len(acked)} acknowledged pushes"
+    acked = push_storm_until_kill_9(m, q, 16, 1.5)
     again = start(url, tmp_path, "b")
     try:
         got = drain_queue(again, q)
