@@ -913,7 +913,7 @@ class AmqpQueueBackend final : public QueueBackend {
   }
 
   Config config_;
-  LocalWake wake_;
+  WatchHub wake_;
   std::atomic<bool> draining_{false};
 
   std::mutex mu_;

@@ -543,7 +543,7 @@ class RedisQueueBackend final : public QueueBackend {
   std::string max_attempts_;
   std::string dedup_window_ms_;
   std::string where_;
-  LocalWake wake_;
+  WatchHub wake_;
   std::atomic<bool> draining_{false};
   asio::io_context sweeper_ctx_{1};
   asio::executor_work_guard<asio::io_context::executor_type> sweeper_work_ =
