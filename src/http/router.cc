@@ -1,6 +1,7 @@
 #include "http/router.h"
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 
 #include "mikcar/uri.h"
 
@@ -17,9 +18,12 @@ struct Router::Node {
 
 namespace {
 
-std::vector<std::string_view> Split(std::string_view path) {
+// Inline for the paths mikcar serves, so matching a request allocates nothing.
+using Segments = boost::container::small_vector<std::string_view, 8>;
+
+Segments Split(std::string_view path) {
   // "/a/b" → {"a","b"}; "/" → {""}; "/a/" → {"a",""}
-  std::vector<std::string_view> out;
+  Segments out;
   if (!path.empty() && path.front() == '/') path.remove_prefix(1);
   while (true) {
     size_t slash = path.find('/');
@@ -97,7 +101,7 @@ Result<RouteMatch> Router::Match(std::string_view method, std::string_view path,
     return Fail(ErrorCode::kNotFound, "no route for " + std::string(path));
   }
   auto segments = Split(path);
-  std::vector<Captured> captured;
+  boost::container::small_vector<Captured, 4> captured;
   const Node* found = nullptr;
   // Depth-first search, literal before {param} before {*rest}. The first node that has any
   // method wins; its methods decide between a match and 405.

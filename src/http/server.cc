@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -19,15 +20,15 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
 #include <condition_variable>
 #include <csignal>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -39,6 +40,7 @@
 #include "http/compression.h"
 #include "http/error_response.h"
 #include "http/metrics.h"
+#include "http/response_head.h"
 #include "http/router.h"
 #include "http/trace.h"
 
@@ -56,10 +58,10 @@ constexpr size_t kSinkBytes = 16 * 1024;
 
 namespace {
 
-// A request and the parser whose message its header views point into, in one allocation. A
-// streamed route moves the parsed header into `stream_parser`, which then reads the body.
+// A request and the parser whose message its header views point into. A streamed route moves the
+// parsed header into `stream_parser`, which then reads the body.
 struct Exchange {
-  bhttp::request_parser<bhttp::string_body> parser;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser;
   std::optional<bhttp::request_parser<bhttp::buffer_body>> stream_parser;
   Request request;
 };
@@ -69,13 +71,13 @@ std::string_view Trim(std::string_view s);
 // Method, target and header views of `message`, and the trace id.
 template <typename Body>
 void ReadHeader(const bhttp::request<Body>& message, Request& request) {
-  request.method = std::string(message.method_string());
+  const auto method = message.method_string();
+  request.method.assign(method.data(), method.size());
   std::string_view target = message.target();
   size_t q = target.find('?');
-  request.path = std::string(target.substr(0, q));
-  request.query = q == std::string_view::npos ? std::string() : std::string(target.substr(q + 1));
+  request.path.assign(target.substr(0, q));
+  request.query.assign(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
   request.headers.clear();
-  request.headers.reserve(16);
   for (const auto& field : message) {
     request.headers.emplace_back(std::string_view(field.name_string()),
                                  std::string_view(field.value()));
@@ -84,13 +86,12 @@ void ReadHeader(const bhttp::request<Body>& message, Request& request) {
       ResolveTraceId(Trim(request.header("x-trace-id")), Trim(request.header("traceparent")));
 }
 
-// Runs `op` and waits for it until `deadline`. nullopt when the deadline passed first; the
-// operation then keeps running detached and its result is dropped; `keep` (shared with the
-// completion) keeps what it uses alive until it ends.
+// Runs `op` and waits for it until `deadline`: for readiness checks, which own what they use.
+// nullopt when the deadline passed first; the operation then keeps running detached and its
+// result is dropped.
 template <typename T>
 asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>> op,
-                                                       Clock::time_point deadline,
-                                                       std::shared_ptr<void> keep = nullptr) {
+                                                       Clock::time_point deadline) {
   auto ex = co_await asio::this_coro::executor;
   struct State {
     explicit State(asio::any_io_executor ex, Clock::time_point d) : timer(ex, d) {}
@@ -98,7 +99,7 @@ asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>
     asio::steady_timer timer;
   };
   auto state = std::make_shared<State>(ex, deadline);
-  auto done = [state, keep = std::move(keep)](std::exception_ptr error, Result<T> result) {
+  auto done = [state](std::exception_ptr error, Result<T> result) {
     if (error) {
       try {
         std::rethrow_exception(error);
@@ -119,9 +120,19 @@ asio::awaitable<std::optional<Result<T>>> WithDeadline(asio::awaitable<Result<T>
 }
 
 template <typename Conn>
-asio::awaitable<bool> SendContinue(Conn& conn, unsigned version) {
-  bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
-  auto [ec, n] = co_await bhttp::async_write(conn.socket, cont, kTuple);
+asio::awaitable<bool> SendContinue(Conn& conn) {
+  auto [ec, n] = co_await asio::async_write(
+      conn.socket, asio::buffer(kContinueHead.data(), kContinueHead.size()), kTuple);
+  co_return !ec;
+}
+
+// Writes a head and a body in one gathered write.
+template <typename Socket>
+asio::awaitable<bool> WriteHeadAndBody(Socket& socket, const ResponseHead& head,
+                                       std::string_view body) {
+  std::array<asio::const_buffer, 2> buffers{asio::buffer(head.view().data(), head.view().size()),
+                                            asio::buffer(body.data(), body.size())};
+  auto [ec, n] = co_await asio::async_write(socket, buffers, kTuple);
   co_return !ec;
 }
 
@@ -145,6 +156,9 @@ struct ConnectionBase {
   virtual ~ConnectionBase() = default;
   virtual void CloseIfIdle() = 0;
 };
+
+template <typename Socket>
+struct Connection;
 
 struct Server::Impl {
   ServerOptions options;
@@ -190,22 +204,32 @@ struct Server::Impl {
   asio::awaitable<void> AcceptLoop(Acceptor& acceptor);
   template <typename Socket>
   asio::awaitable<void> Serve(Socket socket);
+  // Shuts the connection down; `linger` discards what the client still sends for a while first.
+  template <typename Socket>
+  asio::awaitable<void> Close(Connection<Socket>& conn, bool linger);
+  // Sends the 408 of a handler still running at its deadline, then closes the connection.
+  template <typename Socket>
+  asio::awaitable<void> AnswerLate(std::shared_ptr<Connection<Socket>> conn, ResponseHead head,
+                                   std::string body, RouteStats* stats,
+                                   Clock::time_point request_start);
   // Routing and auth: the route to call, or (entry == nullptr) the response to send.
   struct Routed {
     const RouteEntry* entry = nullptr;
-    Response response;
+    Response response = Response::Empty(200);  // not the default: no content type to allocate
   };
   Routed Route(Request& request) const;
   // Sends a response whose body is `response.stream`; false when the connection must close.
   template <typename Conn>
   asio::awaitable<bool> WriteStreamed(Conn& conn, const Request& request, Response& response,
-                                      unsigned version, bool keep_alive);
+                                      unsigned version, bool keep_alive, ResponseHead& head);
   template <typename Conn>
   asio::awaitable<bool> SendFile(Conn& conn, BodyStream::FileRegion region);
   // Content type, trace id, extra and CORS headers; true when the response is a range.
-  bool SetHeaders(const Request& request, const Response& response, bhttp::fields& out) const;
-  void Finish(const Request& request, Response& response, bool head,
-              bhttp::response<bhttp::string_body>& out) const;
+  bool SetHeaders(const Request& request, const Response& response, ResponseHead& out) const;
+  // The head of a buffered response (compressing its body first when that pays); a `head`
+  // request's body is cleared.
+  void Finish(const Request& request, Response& response, bool head, unsigned version,
+              bool keep_alive, ResponseHead& out) const;
 };
 
 Result<void> Server::Impl::AddRoutes() {
@@ -329,6 +353,7 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
       if (self->waits > 0) return;  // fired just before being replaced by a newer wait
       if (Clock::now() < self->deadline) return self->Wait(self->deadline);
       self->timed_out = true;
+      if (self->in_handler && !self->answered_late) return self->on_late();
       boost::system::error_code ignored;
       self->socket.cancel(ignored);
     });
@@ -348,6 +373,12 @@ struct Connection final : ConnectionBase, std::enable_shared_from_this<Connectio
   int waits = 0;  // timer waits in flight (a replaced one until its handler runs)
   bool timed_out = false;
   bool idle = true;
+  // A handler runs inline in the connection's coroutine. When it is still running at the
+  // deadline, the watchdog calls `on_late`, which answers 408 in its place and then owns the
+  // socket (`answered_late`): the coroutine drops the handler's result and leaves.
+  bool in_handler = false;
+  bool answered_late = false;
+  std::function<void()> on_late;
 };
 
 // The request body of a streamed route, read from the connection chunk by chunk as the handler
@@ -359,19 +390,19 @@ class StreamedBody final : public BodyStream {
  public:
   StreamedBody(Connection<Socket>& conn, beast::flat_buffer& buffer,
                bhttp::request_parser<bhttp::buffer_body>& parser, uint64_t limit,
-               std::chrono::milliseconds idle_timeout, std::optional<unsigned> continue_version)
+               std::chrono::milliseconds idle_timeout, bool continue_pending)
       : conn_(conn),
         buffer_(buffer),
         parser_(parser),
         limit_(limit),
         idle_timeout_(idle_timeout),
-        continue_version_(continue_version) {}
+        continue_pending_(continue_pending) {}
 
   asio::awaitable<Result<std::string_view>> Next() override {
-    if (continue_version_) {
-      const unsigned version = *std::exchange(continue_version_, std::nullopt);
+    if (continue_pending_) {
+      continue_pending_ = false;
       conn_.Arm(Clock::now() + idle_timeout_);
-      const bool sent = co_await SendContinue(conn_, version);
+      const bool sent = co_await SendContinue(conn_);
       conn_.Disarm();
       if (!sent) co_return Fail(ErrorCode::kBadRequest, "connection closed before the body");
     }
@@ -413,7 +444,7 @@ class StreamedBody final : public BodyStream {
   bhttp::request_parser<bhttp::buffer_body>& parser_;
   uint64_t limit_;
   std::chrono::milliseconds idle_timeout_;
-  std::optional<unsigned> continue_version_;  // 100 Continue still to send
+  bool continue_pending_;  // 100 Continue still to send
   uint64_t received_ = 0;
   static constexpr size_t kChunk = 256 * 1024;
   std::unique_ptr<char[]> chunk_;  // allocated on first use: not in every connection's frame
@@ -434,27 +465,54 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   beast::flat_buffer buffer;
   buffer.reserve(64 * 1024);  // Beast reads 512 bytes per syscall into a smaller buffer
 
+  ResponseHead head_out;  // reused by every response of the connection
+  // What the watchdog needs to answer for a handler that overruns its deadline; it points into
+  // this frame, which lives while the handler runs.
+  struct Current {
+    const Request* request = nullptr;
+    bool head = false;
+    unsigned version = 11;
+    RouteStats* stats = nullptr;
+    Clock::time_point start;
+  } current;
+  conn->on_late = [this, &current, weak = std::weak_ptr(conn)] {
+    auto conn = weak.lock();
+    if (!conn) return;
+    conn->answered_late = true;
+    Response late = ErrorResponse(Error{ErrorCode::kTimeout,
+                                        "request not handled within the " +
+                                            std::to_string(options.timeout.count()) +
+                                            " ms deadline (--timeout)",
+                                        {}});
+    ResponseHead head;
+    Finish(*current.request, late, current.head, current.version, false, head);
+    asio::co_spawn(
+        conn->socket.get_executor(),
+        AnswerLate(conn, std::move(head), std::move(late.body), current.stats, current.start),
+        asio::detached);
+  };
+
   // Answers sent before a request is routed (400/408/413), then the connection closes. `context`
   // carries the trace id and, once the header is parsed, the headers CORS needs.
   // Callers build the Response as a named local first: GCC 12 destroys temporaries of a
   // co_await full-expression twice (a malformed request crashed the server with a double free).
   auto send = [&](Response response, unsigned version,
                   const Request& context) -> asio::awaitable<bool> {
-    bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
-    Finish(context, response, false, out);
-    out.keep_alive(false);
+    Finish(context, response, false, version, false, head_out);
     conn->Arm(Clock::now() + options.timeout);
-    auto [ec, n] = co_await bhttp::async_write(conn->socket, out, kTuple);
-    co_return !ec;
+    co_return co_await WriteHeadAndBody(conn->socket, head_out, response.body);
   };
 
   bool unread_body = false;  // the last request's body was not read to its end
+  Exchange exchange;         // reused, so the request's vectors keep their capacity
   while (!stopping) {
-    // On the heap: the header views of `Request` point into the parser's message, and a handler
-    // that outlives its deadline must still own them.
-    auto exchange = std::make_shared<Exchange>();
-    auto& parser = exchange->parser;
-    Request* request = &exchange->request;
+    auto& parser = exchange.parser.emplace();
+    exchange.stream_parser.reset();
+    Request* request = &exchange.request;
+    request->params.clear();
+    request->body.clear();
+    request->body_stream = nullptr;
+    request->authenticated = false;
     parser.header_limit(64 * 1024);
     parser.body_limit(boost::none);  // checked against the route's limit once it is known
     conn->idle = buffer.size() == 0;
@@ -503,7 +561,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     const RouteEntry* entry = routed.entry;
     const bool streamed = entry != nullptr && entry->streamed_body;
     const uint64_t limit = streamed && entry->body_limit ? entry->body_limit : options.max_body;
-    const std::string limit_name = streamed ? "" : " (--max-body)";
+    const char* limit_name = streamed ? "" : " (--max-body)";
     if (auto length = parser.content_length(); length && *length > limit) {
       Response rejection =
           ErrorResponse(Error{ErrorCode::kPayloadTooLarge,
@@ -533,16 +591,14 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       keep_alive = false;  // the refused body is never read, so the connection cannot go on
       unread_body = true;
     } else if (streamed) {
-      auto& stream_parser = exchange->stream_parser.emplace(std::move(parser));
+      auto& stream_parser = exchange.stream_parser.emplace(std::move(parser));
       stream_parser.body_limit(limit);
       ReadHeader(stream_parser.get(), *request);  // the header moved with the parser
-      std::optional<unsigned> continue_version;
-      if (send_continue) continue_version = version;
       body_stream.emplace(*conn, buffer, stream_parser, limit, options.stream_idle_timeout,
-                          continue_version);
+                          send_continue);
       request->body_stream = &*body_stream;
     } else if (has_body) {
-      if (send_continue && !co_await SendContinue(*conn, version)) break;
+      if (send_continue && !co_await SendContinue(*conn)) break;
       parser.body_limit(limit);
       auto [bec, bn] = co_await bhttp::async_read(conn->socket, buffer, parser, kTuple);
       if (bec) {
@@ -572,7 +628,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
 
     metrics.Started();
     RouteStats* stats = unmatched;
-    Response response;
+    Response response = Response::Empty(200);
     if (bad_target) {
       response = ErrorResponse(Error{ErrorCode::kBadRequest,
                                      "request target must be an absolute path such as /kv/get/key",
@@ -582,21 +638,32 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       response = std::move(routed.response);
     } else {
       stats = entry->stats;
+      // A streamed upload may take as long as it keeps moving (its reads have the idle timeout).
+      if (!streamed) {
+        current = Current{request, head, version, stats, request_start};
+        conn->in_handler = true;
+        conn->Arm(deadline);
+      }
       auto op = entry->handler(*request);
-      // A streamed upload may take as long as it keeps moving (the idle timeout bounds it).
-      auto result = co_await WithDeadline(std::move(op),
-                                          streamed ? Clock::time_point::max() : deadline, exchange);
+      std::optional<Result<Response>> result;  // empty when the handler threw
+      try {
+        Result<Response> outcome = co_await std::move(op);
+        result.emplace(std::move(outcome));
+      } catch (const std::exception& e) {
+        spdlog::error("{} {}: handler threw: {} trace={}", request->method, request->path, e.what(),
+                      request->trace_id);
+      } catch (...) {
+        spdlog::error("{} {}: handler threw a non-standard exception trace={}", request->method,
+                      request->path, request->trace_id);
+      }
+      conn->in_handler = false;
+      conn->Disarm();
+      if (conn->answered_late) break;  // AnswerLate has the connection now
       if (!result) {
-        response = ErrorResponse(Error{ErrorCode::kTimeout,
-                                       "request not handled within the " +
-                                           std::to_string(options.timeout.count()) +
-                                           " ms deadline (--timeout)",
-                                       {}});
-        keep_alive = false;
-      } else if (!*result) {
-        response = ErrorResponse(result->error());
+        response = ErrorResponse(
+            Error{ErrorCode::kInternal, "internal error while handling the request", {}});
       } else {
-        response = std::move(**result);
+        response = *result ? std::move(**result) : ErrorResponse(result->error());
       }
       // A body the handler did not read to the end cannot be skipped safely: close.
       if (body_stream && !body_stream->done()) {
@@ -611,15 +678,12 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     uint64_t bytes_out;
     if (response.stream && !head) {
       bytes_out = response.stream_length;
-      written = co_await WriteStreamed(*conn, *request, response, version, keep_alive);
+      written = co_await WriteStreamed(*conn, *request, response, version, keep_alive, head_out);
     } else {
-      bhttp::response<bhttp::string_body> out{static_cast<bhttp::status>(response.status), version};
-      Finish(*request, response, head, out);
+      Finish(*request, response, head, version, keep_alive, head_out);
       bytes_out = response.body.size();
-      out.keep_alive(keep_alive);
       conn->Arm(Clock::now() + options.timeout);
-      auto [wec, wn] = co_await bhttp::async_write(conn->socket, out, kTuple);
-      written = !wec;
+      written = co_await WriteHeadAndBody(conn->socket, head_out, response.body);
     }
     conn->Disarm();
     std::chrono::duration<double> elapsed = Clock::now() - request_start;
@@ -628,32 +692,49 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
                   elapsed.count() * 1e3, request->trace_id);
     if (!written || !keep_alive) break;
   }
-  conn->Stop();
-  boost::system::error_code ignored;
-  if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
-    conn->socket.shutdown(asio::socket_base::shutdown_send, ignored);
-    if (unread_body && !stopping) {
-      // Lingering close: closing with unread bytes makes the kernel answer them with a reset,
-      // which can destroy the response before the client reads it. Discard what is still
-      // coming, for a short while.
-      auto sink = std::make_unique<char[]>(kSinkBytes);  // not in every connection's frame
-      size_t drained = 0;
-      conn->Arm(Clock::now() + kLingerTime);
-      while (drained < kLingerBytes) {
-        auto [ec, n] =
-            co_await conn->socket.async_read_some(asio::buffer(sink.get(), kSinkBytes), kTuple);
-        if (ec) break;
-        drained += n;
-      }
-      conn->Stop();
-    }
-  }
-  conn->socket.close(ignored);
+  conn->on_late = nullptr;
+  if (!conn->answered_late) co_await Close(*conn, unread_body && !stopping);
   {
     std::lock_guard lock(conns_mu);
     conns.erase(registration);
   }
   conns_cv.notify_all();
+}
+
+template <typename Socket>
+asio::awaitable<void> Server::Impl::Close(Connection<Socket>& conn, bool linger) {
+  conn.Stop();
+  boost::system::error_code ignored;
+  if constexpr (std::is_same_v<typename Socket::protocol_type, asio::ip::tcp>) {
+    conn.socket.shutdown(asio::socket_base::shutdown_send, ignored);
+    if (linger) {
+      // Lingering close: closing with unread bytes makes the kernel answer them with a reset,
+      // which can destroy the response before the client reads it. Discard what is still
+      // coming, for a short while.
+      auto sink = std::make_unique<char[]>(kSinkBytes);  // not in every connection's frame
+      size_t drained = 0;
+      conn.Arm(Clock::now() + kLingerTime);
+      while (drained < kLingerBytes) {
+        auto [ec, n] =
+            co_await conn.socket.async_read_some(asio::buffer(sink.get(), kSinkBytes), kTuple);
+        if (ec) break;
+        drained += n;
+      }
+      conn.Stop();
+    }
+  }
+  conn.socket.close(ignored);
+}
+
+template <typename Socket>
+asio::awaitable<void> Server::Impl::AnswerLate(std::shared_ptr<Connection<Socket>> conn,
+                                               ResponseHead head, std::string body,
+                                               RouteStats* stats, Clock::time_point request_start) {
+  conn->Arm(Clock::now() + options.timeout);
+  co_await WriteHeadAndBody(conn->socket, head, body);
+  std::chrono::duration<double> elapsed = Clock::now() - request_start;
+  metrics.Finished(stats, 408, elapsed.count(), 0, body.size());
+  co_await Close(*conn, false);
 }
 
 Server::Impl::Routed Server::Impl::Route(Request& request) const {
@@ -690,24 +771,20 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
 template <typename Conn>
 asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& request,
                                                   Response& response, unsigned version,
-                                                  bool keep_alive) {
-  bhttp::response<bhttp::buffer_body> out{static_cast<bhttp::status>(response.status), version};
-  SetHeaders(request, response, out);
-  out.content_length(response.stream_length);
-  out.keep_alive(keep_alive);
-  out.body().data = nullptr;
-  out.body().more = true;
-  bhttp::response_serializer<bhttp::buffer_body> serializer{out};
+                                                  bool keep_alive, ResponseHead& head) {
+  head.Start(response.status, version);
+  SetHeaders(request, response, head);
+  head.End(response.stream_length, keep_alive);
   if (auto region = response.stream->file_region()) {
+    if (region->length != response.stream_length) co_return false;
     conn.Arm(Clock::now() + options.timeout);
-    auto [hec, hn] = co_await bhttp::async_write_header(conn.socket, serializer, kTuple);
-    if (hec || region->length != response.stream_length) co_return false;
+    if (!co_await WriteHeadAndBody(conn.socket, head, {})) co_return false;
     co_return co_await SendFile(conn, *region);
   }
-  // The header goes out with the first chunk, and the last chunk ends the message: a small body
-  // is one write.
+  // The head goes out with the first chunk: a small body is one write.
   uint64_t sent = 0;
-  for (;;) {
+  bool head_sent = false;
+  while (!head_sent || sent < response.stream_length) {
     auto chunk = co_await response.stream->Next();
     if (!chunk || sent + chunk->size() > response.stream_length ||
         (chunk->empty() && sent != response.stream_length)) {
@@ -717,28 +794,29 @@ asio::awaitable<bool> Server::Impl::WriteStreamed(Conn& conn, const Request& req
                     request.path, sent, response.stream_length,
                     chunk ? "the body has a different length" : chunk.error().message,
                     request.trace_id);
-      if (!chunk && sent == 0) {
-        // Nothing is written yet (the header goes with the first chunk): answer with the error.
+      if (!chunk && !head_sent) {
+        // Nothing is written yet: answer with the error.
         Response failure = ErrorResponse(chunk.error());
-        bhttp::response<bhttp::string_body> error_out{static_cast<bhttp::status>(failure.status),
-                                                      version};
-        Finish(request, failure, false, error_out);
-        error_out.keep_alive(false);
+        Finish(request, failure, false, version, false, head);
         conn.Arm(Clock::now() + options.timeout);
-        co_await bhttp::async_write(conn.socket, error_out, kTuple);
+        co_await WriteHeadAndBody(conn.socket, head, failure.body);
       }
       co_return false;
     }
     sent += chunk->size();
-    const bool last = sent == response.stream_length;
-    out.body().data = chunk->empty() ? nullptr : const_cast<char*>(chunk->data());
-    out.body().size = chunk->size();
-    out.body().more = !last;
     conn.Arm(Clock::now() + options.stream_idle_timeout);
-    auto [ec, n] = co_await bhttp::async_write(conn.socket, serializer, kTuple);
-    if (ec && ec != bhttp::error::need_buffer) co_return false;
-    if (last) co_return true;
+    bool ok;
+    if (head_sent) {
+      auto [ec, n] = co_await asio::async_write(conn.socket,
+                                                asio::buffer(chunk->data(), chunk->size()), kTuple);
+      ok = !ec;
+    } else {
+      ok = co_await WriteHeadAndBody(conn.socket, head, *chunk);
+      head_sent = true;
+    }
+    if (!ok) co_return false;
   }
+  co_return true;
 }
 
 // Sends a file region with sendfile(2): the kernel copies page-cache pages to the socket. The
@@ -769,13 +847,16 @@ asio::awaitable<bool> Server::Impl::SendFile(Conn& conn, BodyStream::FileRegion 
 }
 
 bool Server::Impl::SetHeaders(const Request& request, const Response& response,
-                              bhttp::fields& out) const {
-  if (!response.content_type.empty()) out.set(bhttp::field::content_type, response.content_type);
-  if (!request.trace_id.empty()) out.set("x-trace-id", request.trace_id);
+                              ResponseHead& out) const {
+  if (!response.content_type.empty()) out.Add("Content-Type", response.content_type);
+  if (!request.trace_id.empty()) out.Add("x-trace-id", request.trace_id);
   bool has_range = false;
   for (const auto& [name, value] : response.headers) {
     if (beast::iequals(name, "content-range")) has_range = true;
-    out.insert(name, value);
+    if (!out.Add(name, value)) {
+      spdlog::error("{} {}: response header '{}' left out: its value has a line break trace={}",
+                    request.method, request.path, name, request.trace_id);
+    }
   }
   if (!options.cors_origins.empty()) {
     std::string_view origin = request.header("origin");
@@ -784,10 +865,10 @@ bool Server::Impl::SetHeaders(const Request& request, const Response& response,
       bool listed = any;
       for (const auto& o : options.cors_origins) listed = listed || o == origin;
       if (listed) {
-        out.set(bhttp::field::access_control_allow_origin, any ? std::string_view("*") : origin);
-        out.set(bhttp::field::access_control_expose_headers,
+        out.Add("Access-Control-Allow-Origin", any ? std::string_view("*") : origin);
+        out.Add("Access-Control-Expose-Headers",
                 "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified");
-        if (!any) out.set(bhttp::field::vary, "Origin");
+        if (!any) out.Add("Vary", "Origin");
       }
     }
   }
@@ -795,23 +876,23 @@ bool Server::Impl::SetHeaders(const Request& request, const Response& response,
 }
 
 // Common headers, compression and CORS for every buffered response.
-void Server::Impl::Finish(const Request& request, Response& response, bool head,
-                          bhttp::response<bhttp::string_body>& out) const {
+void Server::Impl::Finish(const Request& request, Response& response, bool head, unsigned version,
+                          bool keep_alive, ResponseHead& out) const {
+  out.Start(response.status, version);
   const bool has_range = SetHeaders(request, response, out);
   if (options.compression && !has_range && response.body.size() >= kMinCompressBytes &&
       IsCompressible(response.content_type) && AcceptsGzip(request.header("accept-encoding"))) {
     if (auto gz = Gzip(response.body)) {
       response.body = std::move(*gz);
-      out.set(bhttp::field::content_encoding, "gzip");
-      out.set(bhttp::field::vary, "Accept-Encoding");
+      out.Add("Content-Encoding", "gzip");
+      out.Add("Vary", "Accept-Encoding");
     }
   }
   if (head) {
-    out.content_length(response.stream_length ? response.stream_length : response.body.size());
+    out.End(response.stream_length ? response.stream_length : response.body.size(), keep_alive);
     response.body.clear();
   } else {
-    out.body() = std::move(response.body);
-    out.prepare_payload();
+    out.End(response.body.size(), keep_alive);
   }
 }
 

@@ -32,16 +32,16 @@ std::string_view TraceparentId(std::string_view tp) {
 std::string NewUuidV4() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   static constexpr char kHex[] = "0123456789abcdef";
-  uint64_t hi = rng(), lo = rng();
-  hi = (hi & ~0xF000ull) | 0x4000ull;              // version 4
-  lo = (lo & ~(0xC0ull << 56)) | (0x80ull << 56);  // variant 10
-  std::string out;
-  out.reserve(36);
-  for (int i = 0; i < 32; ++i) {
-    uint64_t word = i < 16 ? hi : lo;
-    int shift = (15 - (i % 16)) * 4;
-    out.push_back(kHex[(word >> shift) & 0xF]);
-    if (i == 7 || i == 11 || i == 15 || i == 19) out.push_back('-');
+  uint64_t words[2] = {rng(), rng()};
+  words[0] = (words[0] & ~0xF000ull) | 0x4000ull;              // version 4
+  words[1] = (words[1] & ~(0xC0ull << 56)) | (0x80ull << 56);  // variant 10
+  std::string out(36, '-');
+  // 8-4-4-4-12 hex digits: the dashes stay where the groups end.
+  static constexpr uint8_t kAt[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+  for (int i = 0; i < 16; ++i) {
+    const auto byte = static_cast<uint8_t>(words[i / 8] >> (56 - 8 * (i % 8)));
+    out[kAt[i]] = kHex[byte >> 4];
+    out[kAt[i] + 1] = kHex[byte & 0xF];
   }
   return out;
 }

@@ -9,7 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <chrono>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace mikcar {
 namespace {
@@ -26,6 +33,32 @@ class EchoSidecar final : public Sidecar {
                co_return Response::Bytes(std::string(r.param("word")), "text/plain");
              }}};
   }
+};
+
+// Routes that misbehave: one sleeps past any short deadline, one throws.
+class UnrulySidecar final : public Sidecar {
+ public:
+  explicit UnrulySidecar(std::atomic<int>& finished) : finished_(finished) {}
+  std::string name() const override { return "unruly"; }
+  std::vector<Route> Routes() override {
+    return {{"GET", "/sleep",
+             [this](Request& r) -> boost::asio::awaitable<Result<Response>> {
+               boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor,
+                                               std::chrono::milliseconds(600));
+               co_await timer.async_wait(boost::asio::use_awaitable);
+               // The request is still valid here although its 408 went out long ago.
+               std::string trace(r.trace_id);
+               ++finished_;
+               co_return Response::Bytes("late " + trace, "text/plain");
+             }},
+            {"GET", "/throw", [](Request&) -> boost::asio::awaitable<Result<Response>> {
+               throw std::runtime_error("boom");
+               co_return Response::Empty(204);
+             }}};
+  }
+
+ private:
+  std::atomic<int>& finished_;
 };
 
 // One request over a fresh connection; returns the raw response.
@@ -100,6 +133,44 @@ TEST(BuilderTest, RefusesAPublicBindWithoutAToken) {
                   .add(std::make_unique<EchoSidecar>())
                   .start();
   EXPECT_TRUE(open) << open.error().message;
+}
+
+TEST(BuilderTest, AHandlerPastItsDeadlineIsAnswered408AndTheServerGoesOn) {
+  std::atomic<int> finished{0};
+  auto server = SidecarBuilder{}
+                    .port(0)
+                    .no_auth()
+                    .timeout(std::chrono::milliseconds(150))
+                    .add(std::make_unique<UnrulySidecar>(finished))
+                    .start();
+  ASSERT_TRUE(server) << server.error().message;
+  const auto start = std::chrono::steady_clock::now();
+  std::string late = Get(server->port(), "/unruly/sleep", "x-trace-id: slow-1\r\n");
+  const auto waited = std::chrono::steady_clock::now() - start;
+  EXPECT_THAT(late, StartsWith("HTTP/1.1 408"));
+  EXPECT_THAT(late, HasSubstr("x-trace-id: slow-1\r\n"));
+  EXPECT_THAT(late, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(late, HasSubstr(R"("code":"TIMEOUT","status":408})"));
+  EXPECT_THAT(late, ::testing::Not(HasSubstr("late slow-1")));
+  // Answered at the deadline, not when the handler ended; Get reads until the server closes.
+  EXPECT_LT(waited, std::chrono::milliseconds(500));
+  EXPECT_EQ(finished, 0);
+  EXPECT_THAT(Get(server->port(), "/health"), StartsWith("HTTP/1.1 200"));
+  for (int i = 0; i < 50 && finished == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(finished, 1);  // the handler ran to its end, and its result was dropped
+  EXPECT_THAT(Get(server->port(), "/health"), StartsWith("HTTP/1.1 200"));
+}
+
+TEST(BuilderTest, AHandlerThatThrowsGets500) {
+  std::atomic<int> finished{0};
+  auto server =
+      SidecarBuilder{}.port(0).no_auth().add(std::make_unique<UnrulySidecar>(finished)).start();
+  ASSERT_TRUE(server) << server.error().message;
+  std::string failed = Get(server->port(), "/unruly/throw");
+  EXPECT_THAT(failed, StartsWith("HTTP/1.1 500"));
+  EXPECT_THAT(failed, HasSubstr(R"("code":"INTERNAL_ERROR","status":500})"));
+  EXPECT_THAT(Get(server->port(), "/health"), StartsWith("HTTP/1.1 200"));
 }
 
 }  // namespace
