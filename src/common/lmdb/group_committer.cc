@@ -32,8 +32,10 @@ Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& 
   if (rc == 0) rc = mdb_env_set_maxdbs(store->env_, static_cast<MDB_dbi>(dbs.size() + 1));
   if (rc == 0) rc = mdb_env_set_maxreaders(store->env_, 1024);
   if (rc == 0) rc = mdb_env_set_mapsize(store->env_, kInitialMapSize);
-  // Default sync flags: every commit is fsynced (data, then meta page) — durable on ack.
-  if (rc == 0) rc = mdb_env_open(store->env_, dir.c_str(), 0, 0600);
+  // MDB_NOMETASYNC: a commit fsyncs its data pages and writes its meta page unsynced. The next
+  // commit's data fsync (or an explicit sync when nothing follows) makes it durable, and only then
+  // are its writes acknowledged (see WriterLoop): one fsync per batch instead of two.
+  if (rc == 0) rc = mdb_env_open(store->env_, dir.c_str(), MDB_NOMETASYNC, 0600);
   if (rc != 0) return Fail(LmdbError(rc, "open environment at " + dir));
   MDB_envinfo info;
   mdb_env_info(store->env_, &info);
@@ -101,21 +103,41 @@ void GroupCommitter::Close() {
 void GroupCommitter::WriterLoop() {
   auto last_periodic = std::chrono::steady_clock::now();
   std::vector<Op> batch;
+  // Committed, but the meta page that makes the commit durable is not yet on disk.
+  std::vector<Op> unsynced;
+  auto complete = [](std::vector<Op>& ops, const Error* error) {
+    for (auto& op : ops) op.complete(error);
+    ops.clear();
+  };
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      auto wait = period_.count() > 0 ? period_ : std::chrono::milliseconds(1000);
-      cv_.wait_for(lock, wait, [this] { return closing_ || !queue_.empty(); });
+      if (unsynced.empty()) {
+        auto wait = period_.count() > 0 ? period_ : std::chrono::milliseconds(1000);
+        cv_.wait_for(lock, wait, [this] { return closing_ || !queue_.empty(); });
+      }
       while (!queue_.empty() && batch.size() < kMaxBatch) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      if (batch.empty() && closing_) return;
+      if (batch.empty() && unsynced.empty() && closing_) return;
     }
     if (!batch.empty()) {
-      auto result = CommitBatch(batch);
-      for (auto& op : batch) op.complete(result ? nullptr : &result.error());
-      batch.clear();
+      // The data fsync of this commit also lands the previous commit's meta page.
+      if (auto result = CommitBatch(batch); result) {
+        complete(unsynced, nullptr);
+        std::swap(unsynced, batch);
+      } else {
+        complete(batch, &result.error());  // `unsynced` waits for the next sync
+      }
+    } else if (!unsynced.empty()) {
+      // Nothing else to commit: sync the last meta page on its own.
+      if (int rc = mdb_env_sync(env_, 1); rc != 0) {
+        Error error = LmdbError(rc, "sync");
+        complete(unsynced, &error);
+      } else {
+        complete(unsynced, nullptr);
+      }
     }
     auto now = std::chrono::steady_clock::now();
     if (periodic_ && now - last_periodic >= period_) {
