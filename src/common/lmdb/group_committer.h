@@ -2,12 +2,12 @@
 //
 // Reads run on the caller's thread in a short read-only transaction (LMDB readers never wait for
 // the writer). Writes are closures queued to the writer thread: everything queued while a commit
-// is in flight shares the next transaction and its fsync, and each closure runs in its own nested
-// transaction so one failing write never spoils the others. A write's awaitable completes only
-// after the commit is on disk, so a 200 built on it survives kill -9 and power loss. Commits are
-// pipelined: a commit fsyncs its data, and its meta page reaches the disk with the next commit's
-// fsync, so under load each batch costs one fsync, not LMDB's usual two. (Readers may see a
-// commit a moment before it is durable, as with LMDB's own ordering.)
+// is in flight shares the next transaction and its fsync. A closure validates before it writes, so
+// a refused write changes nothing and shares the batch safely; an LMDB failure aborts the batch. A
+// write's awaitable completes only after the commit is on disk, so a 200 built on it survives kill
+// -9 and power loss. Commits are pipelined: a commit fsyncs its data, and its meta page reaches the
+// disk with the next commit's fsync, so under load each batch costs one fsync, not LMDB's usual
+// two. (Readers may see a commit a moment before it is durable, as with LMDB's own ordering.)
 //
 // The map grows on MDB_MAP_FULL (the batch is retried after the resize). An optional periodic
 // task (the TTL sweeper) runs on the writer thread between batches. Thread-safe.
