@@ -5,14 +5,10 @@
 
 #include <cstdlib>
 
+#include "common/text.h"
+
 namespace mikcar::http {
 namespace {
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 bool IEquals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
@@ -30,12 +26,12 @@ bool AcceptsGzip(std::string_view accept_encoding) {
     accept_encoding =
         comma == std::string_view::npos ? std::string_view{} : accept_encoding.substr(comma + 1);
     size_t semi = item.find(';');
-    std::string_view coding = Trim(item.substr(0, semi));
+    std::string_view coding = TrimBlanks(item.substr(0, semi));
     bool gzip = IEquals(coding, "gzip") || IEquals(coding, "x-gzip");
     if (!gzip && coding != "*") continue;
     bool accepted = true;
     if (semi != std::string_view::npos) {
-      std::string_view param = Trim(item.substr(semi + 1));
+      std::string_view param = TrimBlanks(item.substr(semi + 1));
       if (param.size() > 2 && (param[0] == 'q' || param[0] == 'Q') && param[1] == '=') {
         std::string q(param.substr(2));
         accepted = std::strtod(q.c_str(), nullptr) > 0;
@@ -48,7 +44,7 @@ bool AcceptsGzip(std::string_view accept_encoding) {
 }
 
 bool IsCompressible(std::string_view type) {
-  type = Trim(type.substr(0, type.find(';')));
+  type = TrimBlanks(type.substr(0, type.find(';')));
   if (type.size() >= 5 && strncasecmp(type.data(), "text/", 5) == 0) return true;
   for (std::string_view t : {"application/json", "application/xml", "application/javascript",
                              "image/svg+xml", "application/x-ndjson"}) {

@@ -4,14 +4,10 @@
 #include <charconv>
 #include <cstring>
 
+#include "common/text.h"
+
 namespace mikcar::http {
 namespace {
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 void AppendNumber(std::string& out, uint64_t n) {
   char digits[24];
@@ -36,7 +32,7 @@ void ResponseHead::Start(int status, unsigned version) {
 }
 
 bool ResponseHead::Add(std::string_view name, std::string_view value) {
-  value = Trim(value);
+  value = TrimBlanks(value);
   if (std::memchr(value.data(), '\r', value.size()) ||
       std::memchr(value.data(), '\n', value.size()))
     return false;

@@ -36,6 +36,7 @@
 #include <thread>
 
 #include "common/json.h"
+#include "common/text.h"
 #include "http/auth.h"
 #include "http/compression.h"
 #include "http/error_response.h"
@@ -66,8 +67,6 @@ struct Exchange {
   Request request;
 };
 
-std::string_view Trim(std::string_view s);
-
 // Method, target and header views of `message`, and the trace id.
 template <typename Body>
 void ReadHeader(const bhttp::request<Body>& message, Request& request) {
@@ -82,8 +81,8 @@ void ReadHeader(const bhttp::request<Body>& message, Request& request) {
     request.headers.emplace_back(std::string_view(field.name_string()),
                                  std::string_view(field.value()));
   }
-  request.trace_id =
-      ResolveTraceId(Trim(request.header("x-trace-id")), Trim(request.header("traceparent")));
+  request.trace_id = ResolveTraceId(TrimBlanks(request.header("x-trace-id")),
+                                    TrimBlanks(request.header("traceparent")));
 }
 
 // Runs `op` and waits for it until `deadline`: for readiness checks, which own what they use.
@@ -141,12 +140,6 @@ bool IsLoopback(const std::string& host) {
   auto addr = asio::ip::make_address(host, ec);
   if (ec) return host == "localhost";
   return addr.is_loopback();
-}
-
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 }  // namespace
@@ -574,7 +567,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
     // §6.3), and reading on would take the body as the next request.
-    if (auto coding = Trim(parser.get()[bhttp::field::transfer_encoding]);
+    if (auto coding = TrimBlanks(parser.get()[bhttp::field::transfer_encoding]);
         !coding.empty() && !beast::iequals(coding, "chunked")) {
       Response rejection = ErrorResponse(
           Error{ErrorCode::kBadRequest,

@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "common/json.h"
+#include "common/text.h"
 #include "storage/digest.h"
 
 namespace mikcar::storage {
@@ -43,23 +44,17 @@ std::optional<uint64_t> Number(std::string_view s) {
   return v;
 }
 
-std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 }  // namespace
 
 std::optional<RangeSpec> ParseRange(std::string_view header) {
-  header = Trim(header);
+  header = TrimBlanks(header);
   if (!header.starts_with("bytes=")) return std::nullopt;
-  std::string_view spec = Trim(header.substr(6));
+  std::string_view spec = TrimBlanks(header.substr(6));
   if (spec.find(',') != std::string_view::npos) return std::nullopt;
   size_t dash = spec.find('-');
   if (dash == std::string_view::npos) return std::nullopt;
-  std::string_view first = Trim(spec.substr(0, dash));
-  std::string_view last = Trim(spec.substr(dash + 1));
+  std::string_view first = TrimBlanks(spec.substr(0, dash));
+  std::string_view last = TrimBlanks(spec.substr(dash + 1));
   RangeSpec range;
   if (first.empty()) {  // suffix: the last n bytes
     auto n = Number(last);
@@ -78,11 +73,11 @@ std::optional<RangeSpec> ParseRange(std::string_view header) {
 
 bool EtagListMatches(std::string_view header, std::string_view etag) {
   auto opaque = [](std::string_view tag) {
-    tag = Trim(tag);
+    tag = TrimBlanks(tag);
     if (tag.starts_with("W/")) tag.remove_prefix(2);
     return tag;
   };
-  if (Trim(header) == "*") return true;
+  if (TrimBlanks(header) == "*") return true;
   std::string_view want = opaque(etag);
   while (!header.empty()) {
     size_t comma = header.find(',');
@@ -112,7 +107,7 @@ std::string HttpDate(TimePoint t) {
 
 std::optional<TimePoint> ParseHttpDate(std::string_view s) {
   // "Sun, 06 Nov 1994 08:49:37 GMT"
-  s = Trim(s);
+  s = TrimBlanks(s);
   if (s.size() != 29 || s.substr(3, 2) != ", " || s.substr(25) != " GMT") return std::nullopt;
   auto num = [&](size_t at, size_t len) { return Number(s.substr(at, len)); };
   auto day = num(5, 2), year = num(12, 4), hour = num(17, 2), min = num(20, 2), sec = num(23, 2);
