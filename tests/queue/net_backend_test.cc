@@ -16,6 +16,7 @@
 #include "mikcar/queue/backend.h"
 #include "mikcar/uri.h"
 #ifdef MIKCAR_WITH_QUEUE_REDIS
+#include "common/redis/redis_client.h"
 #include "queue/redis/redis_queue_backend.h"
 #endif
 #ifdef MIKCAR_WITH_QUEUE_AMQP
@@ -458,6 +459,59 @@ TEST_P(NetQueueTest, PushedMessageSurvivesBackendRestart) {
   EXPECT_EQ(got[0].id, ids[0]);
   EXPECT_EQ(got[0].payload, "\"keep\"");
 }
+
+#ifdef MIKCAR_WITH_QUEUE_REDIS
+// Redis stalls (CLIENT PAUSE) while pops without a lease are in flight, so their replies come
+// back after their wait_until (past the margin the service keeps before the HTTP deadline):
+// they must hand out nothing and leave the messages ready, not lose them.
+TEST_P(NetQueueTest, PopWhoseReplyIsLateLosesNothing) {
+  if (GetParam().name == "amqp") GTEST_SKIP() << "Redis only";
+  auto q = Unique("stall");
+  auto t = Unique("stalltopic");
+  auto ids = Push(q, {Msg("\"a\""), Msg("\"b\"")});
+  EXPECT_TRUE(Await(backend_->Subscribe(t, "g", Now()))->empty());
+  auto tid = Await(backend_->Publish(t, Msg("\"t\"")));
+  ASSERT_TRUE(tid);
+  auto uri = ParseUri(base_url_);
+  ASSERT_TRUE(uri);
+  auto options = redis::OptionsFromUri(*uri);
+  ASSERT_TRUE(options) << options.error().message;
+  auto admin = redis::Client::Create(*options);
+  std::vector<std::string> pause{"CLIENT", "PAUSE", "800", "ALL"};
+  auto paused = Await(admin->Command(pause));
+  ASSERT_TRUE(paused && !paused->is_error()) << (paused ? paused->str : paused.error().message);
+  auto t0 = Clock::now();
+  asio::io_context ctx;
+  std::optional<Result<std::vector<Message>>> now, soon, group;
+  asio::co_spawn(ctx, backend_->Pop(q, Now()), [&](std::exception_ptr, auto r) { now = r; });
+  asio::co_spawn(ctx, backend_->Pop(q, Wait(300ms)), [&](std::exception_ptr, auto r) { soon = r; });
+  asio::co_spawn(ctx, backend_->Subscribe(t, "g", Now(10)),
+                 [&](std::exception_ptr, auto r) { group = r; });
+  ctx.run();
+  EXPECT_GE(Clock::now() - t0, 700ms);
+  for (auto* r : {&now, &soon, &group}) {
+    ASSERT_TRUE(*r && **r) << (*r ? (**r).error().message : "no answer");
+    EXPECT_TRUE((**r)->empty()) << "handed out " << (**r)->size() << " message(s) too late";
+  }
+  // Released at once, not counted as a delivery, still in order.
+  auto len = Len(q);
+  EXPECT_EQ(len.ready, 2u);
+  EXPECT_EQ(len.leased, 0u);
+  for (int i = 0; i < 2; ++i) {
+    auto got = Pop(q, Now());
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].id, ids[i]);
+    EXPECT_EQ(got[0].attempts, 1u);
+  }
+  auto again = Await(backend_->Subscribe(t, "g", Now(10)));
+  ASSERT_TRUE(again);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].id, *tid);
+  EXPECT_EQ((*again)[0].attempts, 1u);
+  EXPECT_TRUE(Pop(q, Now()).empty());
+  admin->Close();
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Servers, NetQueueTest,
                          ::testing::Values(Param{"redis", "MIKCAR_TEST_REDIS_URL"},
