@@ -30,9 +30,8 @@ constexpr auto kSweep = std::chrono::milliseconds(100);
 // A pop without a lease holds what it takes this long (Redis time) until it knows the caller
 // can still get it; a sidecar that dies in between leaves the hold to expire.
 constexpr auto kHold = std::chrono::milliseconds(5000);
-// How far past its wait_until a receive may hand out messages it took without a lease (the
-// queue service answers 250 ms before the request deadline).
-constexpr auto kHandOutBudget = std::chrono::milliseconds(150);
+// Receive::deliver_by when unset.
+constexpr auto kHandOutBudget = std::chrono::milliseconds(250);
 constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
 constexpr uint32_t kDefaultMaxAttempts = 5;
 
@@ -267,7 +266,7 @@ return out
 // P, max, name, group ("" = queue), hold deadline, not_after, ids... A message still held by
 // that very delivery (its lease deadline is the hold's: a redelivery always gets a later one)
 // is removed when Redis runs this by not_after (ms, Redis time), so its receiver gets it in
-// time. Otherwise it is released: ready again at once, first in line, and its delivery count
+// time. Otherwise it is released: ready again at once, ahead of newer ones, its delivery count
 // undone (XCLAIM RETRYCOUNT), as nobody received it. -> the ids removed.
 const std::string kSettleScript = kPrelude + R"lua(
 local L
@@ -286,7 +285,9 @@ for k = 7, #ARGV do
       local n = delivered(L, eid)
       redis.call('XCLAIM', L.s, L.g, C, 0, eid, 'RETRYCOUNT', math.max(n - 1, 0), 'JUSTID')
       redis.call('ZREM', L.l, id)
-      redis.call('ZADD', L.r, now, id)
+      -- Scored by when the entry was written: ahead of other redeliveries, in push order
+      -- (but for entries written in the same millisecond).
+      redis.call('ZADD', L.r, tonumber(string.match(eid, '^(%d+)')), id)
     end
   end
 end
@@ -503,7 +504,7 @@ class RedisQueueBackend final : public QueueBackend {
   Task<std::vector<Message>> Take(std::string name, std::string group, std::string key,
                                   Receive receive) {
     const std::optional<std::chrono::milliseconds> visibility = receive.visibility;
-    const auto hand_out_by = receive.wait_until + kHandOutBudget;
+    const auto hand_out_by = receive.deliver_by.value_or(receive.wait_until + kHandOutBudget);
     auto fetch = [this, &name, &group, visibility,
                   hand_out_by](size_t n) -> Task<std::vector<Message>> {
       const auto lease = visibility.value_or(kHold);
