@@ -33,6 +33,8 @@ constexpr auto kMaxTimeout = std::chrono::hours(1);
 constexpr auto kGather = std::chrono::milliseconds(20);
 // A long-poll answers this long before the request deadline, so the response always goes out.
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
+// A message taken without a lease is handed out only if the backend has it by then.
+constexpr auto kDeliverMargin = std::chrono::milliseconds(100);
 constexpr char kDefaultGroup[] = "default";
 
 bool IsNameChar(char c) {
@@ -143,6 +145,7 @@ class QueueSidecar final : public Sidecar {
     auto timeout = DurationParam(request, "timeout", std::chrono::milliseconds(0), kMaxTimeout);
     if (!timeout) return Fail(timeout.error());
     r.wait_until = std::min(Clock::now() + *timeout, request.deadline - kDeadlineMargin);
+    r.deliver_by = request.deadline - kDeliverMargin;
     if (request.query_param("visibility")) {
       auto visibility =
           DurationParam(request, "visibility", std::chrono::milliseconds(0), kMaxVisibility);

@@ -168,6 +168,28 @@ def test_redis_connection_loss_fails_in_flight_then_recovers(tmp_path):
         m.stop()
 
 
+@pytest.mark.skipif(not REDIS_URL, reason="MIKCAR_TEST_REDIS_URL unset")
+def test_redis_stall_past_the_request_deadline_loses_no_pop(tmp_path):
+    url = f"{REDIS_URL}?prefix=mikcar-net-{uuid.uuid4().hex}:"
+    d = tmp_path / "stall"
+    d.mkdir()
+    m = Mikcar(["--queue", "--timeout", "1s"], env={"QUEUE_URL": url}, data_dir=str(d))
+    q = name("stall")
+    try:
+        mid = m.post(f"/queue/push/{q}", json={"n": 1}).json()["message_id"]
+        port = REDIS_URL.rsplit(":", 1)[1]
+        subprocess.run(["redis-cli", "-p", port, "CLIENT", "PAUSE", "1500", "ALL"], check=True,
+                       capture_output=True)
+        r = m.get(f"/queue/pop/{q}", timeout=10)  # without a lease; Redis answers after 1.5 s
+        assert r.status_code == 408, r.text
+        time.sleep(1)
+        got = m.get(f"/queue/pop/{q}").json()["message"]
+        assert got is not None, "the pop that timed out lost the message"
+        assert got["id"] == mid and got["attempts"] == 1
+    finally:
+        m.stop()
+
+
 def test_bad_url_options_fail_fast(url, tmp_path):
     bad = url + ("&" if "?" in url else "?") + "max_attempts=0"
     d = tmp_path / "bad"

@@ -16,6 +16,7 @@
 #include "mikcar/queue/backend.h"
 #include "mikcar/uri.h"
 #ifdef MIKCAR_WITH_QUEUE_REDIS
+#include "common/redis/redis_client.h"
 #include "queue/redis/redis_queue_backend.h"
 #endif
 #ifdef MIKCAR_WITH_QUEUE_AMQP
@@ -45,12 +46,15 @@ std::string Unique(std::string_view base) {
   return std::string(base) + "-" + std::to_string(rng() % 1000000000);
 }
 
-Receive Now(size_t max = 1) { return Receive{std::nullopt, Clock::now(), max, 0ms}; }
+// As the queue service makes them for a request with a 10 s deadline.
+Receive Now(size_t max = 1) {
+  return Receive{std::nullopt, Clock::now(), max, 0ms, Clock::now() + 10s};
+}
 Receive Wait(std::chrono::milliseconds wait, std::optional<std::chrono::milliseconds> vis = {}) {
-  return Receive{vis, Clock::now() + wait, 1, 0ms};
+  return Receive{vis, Clock::now() + wait, 1, 0ms, Clock::now() + wait + 10s};
 }
 Receive Lease(std::chrono::milliseconds vis, size_t max = 1) {
-  return Receive{vis, Clock::now(), max, 0ms};
+  return Receive{vis, Clock::now(), max, 0ms, {}};
 }
 NewMessage Msg(std::string payload, int64_t delay_ms = 0, std::string dedup = "") {
   return NewMessage{std::move(payload), delay_ms, std::move(dedup)};
@@ -367,7 +371,7 @@ TEST_P(NetQueueTest, TopicLeaseExpiryRedeliversToGroup) {
   ASSERT_TRUE(id);
   auto a = Await(backend_->Subscribe(t, "g", Lease(300ms)));
   ASSERT_TRUE(a && a->size() == 1u);
-  auto b = Await(backend_->Subscribe(t, "g", Receive{10000ms, Clock::now() + 3000ms, 1, 0ms}));
+  auto b = Await(backend_->Subscribe(t, "g", Receive{10000ms, Clock::now() + 3000ms, 1, 0ms, {}}));
   ASSERT_TRUE(b);
   ASSERT_EQ(b->size(), 1u);
   EXPECT_EQ((*b)[0].id, *id);
@@ -412,9 +416,11 @@ TEST_P(NetQueueTest, BigPayloadAndGather) {
   EXPECT_TRUE(Await(backend_->Subscribe(t, "g", Now()))->empty());
   asio::io_context ctx;
   std::optional<Result<std::vector<Message>>> res;
-  asio::co_spawn(ctx,
-                 backend_->Subscribe(t, "g", Receive{std::nullopt, Clock::now() + 3s, 10, 500ms}),
-                 [&](std::exception_ptr, auto r) { res = std::move(r); });
+  asio::co_spawn(
+      ctx,
+      backend_->Subscribe(t, "g",
+                          Receive{std::nullopt, Clock::now() + 3s, 10, 500ms, Clock::now() + 10s}),
+      [&](std::exception_ptr, auto r) { res = std::move(r); });
   asio::co_spawn(
       ctx,
       [&]() -> asio::awaitable<void> {
@@ -458,6 +464,66 @@ TEST_P(NetQueueTest, PushedMessageSurvivesBackendRestart) {
   EXPECT_EQ(got[0].id, ids[0]);
   EXPECT_EQ(got[0].payload, "\"keep\"");
 }
+
+#ifdef MIKCAR_WITH_QUEUE_REDIS
+// Redis stalls (CLIENT PAUSE) while pops without a lease are in flight, so their replies come
+// back after their wait_until (past the margin the service keeps before the HTTP deadline):
+// they must hand out nothing and leave the messages ready, not lose them.
+TEST_P(NetQueueTest, PopWhoseReplyIsLateLosesNothing) {
+  if (GetParam().name == "amqp") GTEST_SKIP() << "Redis only";
+  auto q = Unique("stall");
+  auto t = Unique("stalltopic");
+  auto ids = Push(q, {Msg("\"a\""), Msg("\"b\"")});
+  EXPECT_TRUE(Await(backend_->Subscribe(t, "g", Now()))->empty());
+  auto tid = Await(backend_->Publish(t, Msg("\"t\"")));
+  ASSERT_TRUE(tid);
+  auto uri = ParseUri(base_url_);
+  ASSERT_TRUE(uri);
+  auto options = redis::OptionsFromUri(*uri);
+  ASSERT_TRUE(options) << options.error().message;
+  auto admin = redis::Client::Create(*options);
+  std::vector<std::string> pause{"CLIENT", "PAUSE", "800", "ALL"};
+  auto paused = Await(admin->Command(pause));
+  ASSERT_TRUE(paused && !paused->is_error()) << (paused ? paused->str : paused.error().message);
+  auto t0 = Clock::now();
+  asio::io_context ctx;
+  std::optional<Result<std::vector<Message>>> now, soon, group;
+  // Requests whose deadlines (deliver_by) pass during the stall: one unset (wait_until + 250 ms).
+  auto right_now = Now(), in_a_while = Wait(300ms), group_now = Now(10);
+  right_now.deliver_by = Clock::now() + 300ms;
+  in_a_while.deliver_by = Clock::now() + 500ms;
+  group_now.deliver_by.reset();
+  asio::co_spawn(ctx, backend_->Pop(q, right_now), [&](std::exception_ptr, auto r) { now = r; });
+  asio::co_spawn(ctx, backend_->Pop(q, in_a_while), [&](std::exception_ptr, auto r) { soon = r; });
+  asio::co_spawn(ctx, backend_->Subscribe(t, "g", group_now),
+                 [&](std::exception_ptr, auto r) { group = r; });
+  ctx.run();
+  EXPECT_GE(Clock::now() - t0, 700ms);
+  for (auto* r : {&now, &soon, &group}) {
+    ASSERT_TRUE(*r && **r) << (*r ? (**r).error().message : "no answer");
+    EXPECT_TRUE((**r)->empty()) << "handed out " << (**r)->size() << " message(s) too late";
+  }
+  // Released at once and not counted as a delivery (their order is only by push millisecond).
+  auto len = Len(q);
+  EXPECT_EQ(len.ready, 2u);
+  EXPECT_EQ(len.leased, 0u);
+  std::set<std::string> back;
+  for (int i = 0; i < 2; ++i) {
+    auto got = Pop(q, Now());
+    ASSERT_EQ(got.size(), 1u);
+    back.insert(got[0].id);
+    EXPECT_EQ(got[0].attempts, 1u);
+  }
+  EXPECT_EQ(back, std::set<std::string>(ids.begin(), ids.end()));
+  auto again = Await(backend_->Subscribe(t, "g", Now(10)));
+  ASSERT_TRUE(again);
+  ASSERT_EQ(again->size(), 1u);
+  EXPECT_EQ((*again)[0].id, *tid);
+  EXPECT_EQ((*again)[0].attempts, 1u);
+  EXPECT_TRUE(Pop(q, Now()).empty());
+  admin->Close();
+}
+#endif
 
 INSTANTIATE_TEST_SUITE_P(Servers, NetQueueTest,
                          ::testing::Values(Param{"redis", "MIKCAR_TEST_REDIS_URL"},

@@ -65,6 +65,10 @@ struct Receive {
   // After the first message, how long to wait for more (up to max_messages) before answering;
   // never past wait_until.
   std::chrono::milliseconds gather{0};
+  // The latest moment a message taken without a lease can still reach the caller (the service:
+  // shortly before the HTTP deadline). A backend whose server answers later leaves such
+  // messages in the queue rather than removing them. Unset: wait_until + 250 ms.
+  std::optional<Clock::time_point> deliver_by;
 };
 
 struct Length {

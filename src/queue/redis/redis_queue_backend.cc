@@ -8,8 +8,10 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <charconv>
+#include <set>
 #include <thread>
 
 #include "common/redis/redis_client.h"
@@ -25,6 +27,11 @@ using redis::Reply;
 
 constexpr auto kPoll = std::chrono::milliseconds(50);
 constexpr auto kSweep = std::chrono::milliseconds(100);
+// A pop without a lease holds what it takes this long (Redis time) until it knows the caller
+// can still get it; a sidecar that dies in between leaves the hold to expire.
+constexpr auto kHold = std::chrono::milliseconds(5000);
+// Receive::deliver_by when unset.
+constexpr auto kHandOutBudget = std::chrono::milliseconds(250);
 constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
 constexpr uint32_t kDefaultMaxAttempts = 5;
 
@@ -203,9 +210,10 @@ enqueue(T, ARGV[5], ARGV[6], now, 0, tonumber(ARGV[7]))
 return ARGV[5]
 )lua";
 
-// ARGV: P, max, name, group ("" = queue), count, lease ms (-1 = remove).
-// -> {{id, payload, received_at, attempts}...}. Expired leases are redelivered before new
-// entries; first deliveries come in stream (push) order.
+// ARGV: P, max, name, group ("" = queue), count, lease ms.
+// -> {now, {id, payload, received_at, attempts}...}. Every message taken is leased (a pop
+// without a lease takes a short hold, settled by kSettleScript). Expired leases are
+// redelivered before new entries; first deliveries come in stream (push) order.
 const std::string kReceiveScript = kPrelude + R"lua(
 local L
 if ARGV[4] == '' then
@@ -221,16 +229,12 @@ end
 tick(L)
 rewake(L)
 local n, lease = tonumber(ARGV[5]), tonumber(ARGV[6])
-local out = {}
+local out = {now}
 local function take(id, eid, f, attempts)
   out[#out + 1] = {id, f.p or 'null', f.t or now, attempts}
-  if lease >= 0 then
-    redis.call('ZADD', L.l, now + lease, id)
-    redis.call('HSET', L.i, id, eid)
-    redis.call('ZADD', WAKE, 'LT', now + lease, L.w)
-  else
-    drop(L, id, eid)
-  end
+  redis.call('ZADD', L.l, now + lease, id)
+  redis.call('HSET', L.i, id, eid)
+  redis.call('ZADD', WAKE, 'LT', now + lease, L.w)
 end
 for _, id in ipairs(redis.call('ZRANGE', L.r, 0, n - 1)) do
   redis.call('ZREM', L.r, id)
@@ -245,8 +249,8 @@ for _, id in ipairs(redis.call('ZRANGE', L.r, 0, n - 1)) do
     redis.call('HDEL', L.i, id)
   end
 end
-if #out < n then
-  local r = redis.call('XREADGROUP', 'GROUP', L.g, C, 'COUNT', n - #out, 'STREAMS', L.s, '>')
+if #out - 1 < n then
+  local r = redis.call('XREADGROUP', 'GROUP', L.g, C, 'COUNT', n - #out + 1, 'STREAMS', L.s, '>')
   if r and r[1] then
     for _, e in ipairs(r[1][2]) do
       local f = fields(e[2])
@@ -255,6 +259,40 @@ if #out < n then
   end
 end
 if L.topic then trim(L.s) end
+return out
+)lua";
+
+// Settles the hold a pop without a lease took (kReceiveScript with the hold as lease). ARGV:
+// P, max, name, group ("" = queue), hold deadline, not_after, ids... A message still held by
+// that very delivery (its lease deadline is the hold's: a redelivery always gets a later one)
+// is removed when Redis runs this by not_after (ms, Redis time), so its receiver gets it in
+// time. Otherwise it is released: ready again at once, ahead of newer ones, its delivery count
+// undone (XCLAIM RETRYCOUNT), as nobody received it. -> the ids removed.
+const std::string kSettleScript = kPrelude + R"lua(
+local L
+if ARGV[4] == '' then L = lane_queue(ARGV[3]) else L = lane_group(ARGV[3], ARGV[4]) end
+local hold, not_after = tonumber(ARGV[5]), tonumber(ARGV[6])
+local hand_out = now <= not_after
+local out = {}
+for k = 7, #ARGV do
+  local id = ARGV[k]
+  local eid = redis.call('HGET', L.i, id)
+  if eid and tonumber(redis.call('ZSCORE', L.l, id)) == hold then
+    if hand_out then
+      drop(L, id, eid)
+      out[#out + 1] = id
+    else
+      local n = delivered(L, eid)
+      redis.call('XCLAIM', L.s, L.g, C, 0, eid, 'RETRYCOUNT', math.max(n - 1, 0), 'JUSTID')
+      redis.call('ZREM', L.l, id)
+      -- Scored by when the entry was written: ahead of other redeliveries, in push order
+      -- (but for entries written in the same millisecond).
+      redis.call('ZADD', L.r, tonumber(string.match(eid, '^(%d+)')), id)
+    end
+  end
+end
+rewake(L)
+if L.topic and hand_out then trim(L.s) end
 return out
 )lua";
 
@@ -465,14 +503,20 @@ class RedisQueueBackend final : public QueueBackend {
 
   Task<std::vector<Message>> Take(std::string name, std::string group, std::string key,
                                   Receive receive) {
-    const std::string lease =
-        receive.visibility ? std::to_string(receive.visibility->count()) : "-1";
-    auto fetch = [this, &name, &group, &lease](size_t n) -> Task<std::vector<Message>> {
-      auto args = Args(name, {group, std::to_string(n), lease});
+    const std::optional<std::chrono::milliseconds> visibility = receive.visibility;
+    const auto hand_out_by = receive.deliver_by.value_or(receive.wait_until + kHandOutBudget);
+    auto fetch = [this, &name, &group, visibility,
+                  hand_out_by](size_t n) -> Task<std::vector<Message>> {
+      const auto lease = visibility.value_or(kHold);
+      auto args = Args(name, {group, std::to_string(n), std::to_string(lease.count())});
       auto reply = co_await Script(kReceiveScript, std::move(args));
+      const auto arrived = Clock::now();
       if (!reply) co_return Fail(reply.error());
+      if (reply->elements.empty()) co_return Unexpected("receive");
+      const int64_t redis_now = ToInt(reply->elements[0]);
       std::vector<Message> out;
-      for (const auto& e : reply->elements) {
+      for (size_t k = 1; k < reply->elements.size(); ++k) {
+        const auto& e = reply->elements[k];
         if (e.elements.size() != 4) co_return Unexpected("receive");
         Message m;
         m.id = e.elements[0].str;
@@ -481,9 +525,48 @@ class RedisQueueBackend final : public QueueBackend {
         m.attempts = static_cast<uint32_t>(ToInt(e.elements[3]));
         out.push_back(std::move(m));
       }
-      co_return out;
+      if (visibility || out.empty()) co_return out;
+      co_return co_await Settle(name, group, std::move(out), redis_now + kHold.count(), redis_now,
+                                arrived, hand_out_by);
     };
     co_return co_await PollReceive(wake_, std::move(key), receive, kPoll, draining_, fetch);
+  }
+
+  // Ends the hold of a pop without a lease: removes the messages if Redis gets to it soon
+  // enough that they still reach the caller by `hand_out_by`, else releases them. Redis's clock
+  // is only compared with itself: the receive script ran no later than our `arrived`, so a
+  // settle that runs by `redis_now + (hand_out_by - arrived)` on Redis's clock ran by
+  // `hand_out_by` on ours. A settle that fails, or a sidecar that dies before it, leaves the
+  // hold to expire: the messages come back after kHold.
+  Task<std::vector<Message>> Settle(const std::string& name, const std::string& group,
+                                    std::vector<Message> held, int64_t hold_deadline,
+                                    int64_t redis_now, Clock::time_point arrived,
+                                    Clock::time_point hand_out_by) {
+    const int64_t budget_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(hand_out_by - arrived).count();
+    std::vector<std::string> args =
+        Args(name, {group, std::to_string(hold_deadline),
+                    std::to_string(budget_ms < 0 ? -1 : redis_now + budget_ms)});
+    for (const auto& m : held) args.push_back(m.id);
+    if (budget_ms < 0) {
+      // The receive answered too late for anybody to get its messages: release them without
+      // making this answer later still.
+      asio::co_spawn(co_await asio::this_coro::executor, Release(client_, std::move(args)),
+                     asio::detached);
+      co_return std::vector<Message>{};
+    }
+    auto reply = co_await Script(kSettleScript, std::move(args));
+    if (!reply) co_return Fail(reply.error());
+    std::set<std::string> removed;
+    for (const auto& e : reply->elements) removed.insert(e.str);
+    std::erase_if(held, [&](const Message& m) { return !removed.contains(m.id); });
+    co_return held;
+  }
+
+  static asio::awaitable<void> Release(std::shared_ptr<redis::Client> client,
+                                       std::vector<std::string> args) {
+    std::vector<std::string> keys;
+    co_await client->Eval(kSettleScript, std::move(keys), std::move(args));
   }
 
   // A script whose error replies are backend errors named by this backend.
