@@ -701,3 +701,75 @@ def test_postgres_session_changes_do_not_leak_to_later_requests(db):
     for _ in range(20):
         ts = value(db, "SELECT '2024-01-02 03:04:05+00'::timestamptz AS ts")
         assert ts == "2024-01-02T03:04:05+00:00", ts
+
+
+# --- prepared statements (PostgreSQL prepares a repeated autocommit statement once) -----------
+
+def prepared(m, sql):
+    """How many of this session's prepared statements are `sql` (pool_max=1: one session)."""
+    return value(m, "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement = $1", [sql])
+
+
+@PG_ONLY
+def test_postgres_repeated_statement_is_prepared_once_and_follows_schema_changes(launch):
+    m = launch(url_query="pool_max=1")
+    t = m.tname()
+    execute(m, f"CREATE TABLE {t} (a int)")
+    execute(m, f"INSERT INTO {t} VALUES (1)")
+    select = f"SELECT * FROM {t}"
+    assert rows(m, select) == [{"a": 1}]
+    assert prepared(m, select) == 0  # seen once: not prepared yet
+    for _ in range(3):
+        assert rows(m, select) == [{"a": 1}]
+    assert prepared(m, select) == 1
+    # the table changes shape under the prepared statement: the answer follows it
+    execute(m, f"ALTER TABLE {t} ADD COLUMN b text DEFAULT 'x'")
+    r = q(m, select)
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [{"a": 1, "b": "x"}]
+    assert [c["name"] for c in r.json()["columns"]] == ["a", "b"]
+    assert rows(m, select) == [{"a": 1, "b": "x"}]
+    # a user's DEALLOCATE ALL does not break the statements mikcar prepared
+    execute(m, "DEALLOCATE ALL")
+    for _ in range(3):
+        assert rows(m, select) == [{"a": 1, "b": "x"}]
+
+
+@PG_ONLY
+def test_postgres_prepared_statement_keyed_by_parameter_types(launch):
+    m = launch(url_query="pool_max=1")
+    # one SQL text, four parameter kinds: each its own prepared statement
+    sql = "SELECT $1::text AS v, pg_typeof($1)::text AS t"
+    for _ in range(3):
+        assert rows(m, sql, [5]) == [{"v": "5", "t": "bigint"}]
+        assert rows(m, sql, ["x"]) == [{"v": "x", "t": "text"}]
+        assert rows(m, sql, [True]) == [{"v": "true", "t": "boolean"}]
+        assert rows(m, sql, [None]) == [{"v": None, "t": "text"}]
+    assert prepared(m, sql) == 3  # null and text are both left to the server
+    # untyped strings still go where the column's type says, prepared or not
+    t = m.tname()
+    execute(m, f"CREATE TABLE {t} (d date)")
+    for day in ("2024-02-27", "2024-02-28", "2024-02-29"):
+        assert execute(m, f"INSERT INTO {t} VALUES ($1)", [day])["rows_affected"] == 1
+    assert prepared(m, f"INSERT INTO {t} VALUES ($1)") == 1
+    assert [r["d"] for r in rows(m, f"SELECT d FROM {t} ORDER BY d")] == [
+        "2024-02-27", "2024-02-28", "2024-02-29"]
+    # an error from one execution leaves the statement usable
+    for divisor, status in ((1, 200), (1, 200), (0, 400), (1, 200)):
+        r = q(m, "SELECT 10 / $1 AS v", [divisor])
+        if status == 200:
+            assert r.status_code == 200 and r.json()["rows"] == [{"v": 10}], r.text
+        else:
+            sql_error(r, 400, "postgres", "22012")
+
+
+@PG_ONLY
+def test_postgres_prepared_statements_per_connection_are_bounded(launch):
+    m = launch(url_query="pool_max=1")
+    for i in range(300):
+        for _ in range(2):
+            assert value(m, f"SELECT {i} AS v") == i
+    n = value(m, "SELECT count(*) AS n FROM pg_prepared_statements")
+    assert 200 <= n <= 256, n
+    # a statement seen once after the table is full still answers
+    assert value(m, "SELECT 'fresh' AS v") == "fresh"

@@ -15,11 +15,13 @@ struct LibPq {
   X(PQconnectStartParams)                                                                          \
   X(PQconnectPoll)                                                                                 \
   X(PQconndefaults)                                                                                \
-  X(PQconninfoFree) X(PQfinish) X(PQstatus) X(PQsocket) X(PQsetnonblocking) X(PQtransactionStatus) \
-      X(PQerrorMessage) X(PQsendQueryParams) X(PQflush) X(PQisBusy) X(PQconsumeInput)              \
-          X(PQgetResult) X(PQclear) X(PQresultStatus) X(PQresStatus) X(PQresultErrorField)         \
-              X(PQresultErrorMessage) X(PQnfields) X(PQntuples) X(PQfname) X(PQftype)              \
-                  X(PQgetisnull) X(PQgetvalue) X(PQgetlength) X(PQcmdTuples) X(PQcmdStatus)
+  X(PQconninfoFree)                                                                                \
+  X(PQfinish) X(PQstatus) X(PQsocket) X(PQsetnonblocking) X(PQtransactionStatus) X(PQerrorMessage) \
+      X(PQsendQueryParams) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQflush) X(PQisBusy)          \
+          X(PQconsumeInput) X(PQgetResult) X(PQclear) X(PQresultStatus) X(PQresStatus)             \
+              X(PQresultErrorField) X(PQresultErrorMessage) X(PQnfields) X(PQntuples) X(PQfname)   \
+                  X(PQftype) X(PQgetisnull) X(PQgetvalue) X(PQgetlength) X(PQcmdTuples)            \
+                      X(PQcmdStatus)
 #define MIKCAR_PQ_MEMBER(name) decltype(&::name) name = nullptr;
   MIKCAR_PQ_FUNCTIONS(MIKCAR_PQ_MEMBER)
 #undef MIKCAR_PQ_MEMBER

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <deque>
 #include <mutex>
+#include <unordered_map>
 
 #include "common/json.h"
 #include "common/units.h"
@@ -75,9 +76,16 @@ Error ResultError(const PGresult* res) {
 }
 
 struct PgConnection {
+  // Autocommit statements that may be prepared on one connection.
+  static constexpr size_t kMaxStatements = 256;
+
   PGconn* conn = nullptr;
   std::chrono::milliseconds statement_timeout{0};  // the value last SET on the session
   bool broken = false;
+  // Autocommit statements seen on this session (SQL, NUL, parameter type OIDs) → the name they
+  // are prepared under; empty while seen once (see ExecPrepared).
+  std::unordered_map<std::string, std::string> statements;
+  size_t prepared_count = 0;
   // The socket, registered once with the event loop of the I/O thread that last used the
   // connection (a fresh registration per wait cost three epoll_ctl calls and an ioctl).
   std::unique_ptr<asio::posix::stream_descriptor> socket;
@@ -86,6 +94,18 @@ struct PgConnection {
   ~PgConnection() {
     if (socket) socket->release();  // libpq owns the file descriptor
     pq->PQfinish(conn);
+  }
+
+  // Notes a statement seen for the first time. When the table is full a statement seen only
+  // once makes room; prepared ones stay for the life of the connection.
+  void Remember(std::string key) {
+    if (statements.size() >= kMaxStatements) {
+      auto once = std::find_if(statements.begin(), statements.end(),
+                               [](const auto& entry) { return entry.second.empty(); });
+      if (once == statements.end()) return;
+      statements.erase(once);
+    }
+    statements.emplace(std::move(key), std::string());
   }
 
   // Forgets the registration (before the event loop it belongs to goes away).
@@ -200,60 +220,72 @@ size_t HighestPlaceholder(std::string_view sql) {
   return highest;
 }
 
-// Sends one statement and collects its result. Connection failures mark `c` broken.
-asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
-                                        Clock::time_point deadline) {
+// A statement's parameters in libpq's form.
+struct PgParams {
+  std::vector<Oid> types;
+  std::vector<std::string> storage;
+  std::vector<const char*> values;
+  int count() const { return static_cast<int>(values.size()); }
+};
+
+Result<PgParams> EncodeParams(const Statement& statement) {
   const size_t n = statement.params.size();
   for (const Param& p : statement.params) {
     if ((p.kind == Param::Kind::kText || p.kind == Param::Kind::kJson) &&
         p.text.find('\0') != std::string::npos) {
-      co_return Fail(ErrorCode::kSqlError,
-                     "a text parameter contains a NUL byte, which PostgreSQL text cannot hold");
+      return Fail(ErrorCode::kSqlError,
+                  "a text parameter contains a NUL byte, which PostgreSQL text cannot hold");
     }
   }
   if (size_t used = HighestPlaceholder(statement.sql); n > used) {
-    co_return Fail(Error{
+    return Fail(Error{
         ErrorCode::kSqlError,
         "the statement uses " + std::to_string(used) + " parameter(s); got " + std::to_string(n),
         {{"sqlstate", "\"08P01\""}}});
   }
-  std::vector<Oid> types(n, 0);
-  std::vector<std::string> storage(n);
-  std::vector<const char*> values(n, nullptr);
+  PgParams out;
+  out.types.assign(n, 0);
+  out.storage.resize(n);
+  out.values.assign(n, nullptr);
   for (size_t i = 0; i < n; ++i) {
     const Param& p = statement.params[i];
     switch (p.kind) {
       case Param::Kind::kNull:
         continue;
       case Param::Kind::kBool:
-        types[i] = kOidBool;
-        storage[i] = p.boolean ? "true" : "false";
+        out.types[i] = kOidBool;
+        out.storage[i] = p.boolean ? "true" : "false";
         break;
       case Param::Kind::kInt:
-        types[i] = kOidInt8;
-        storage[i] = std::to_string(p.integer);
+        out.types[i] = kOidInt8;
+        out.storage[i] = std::to_string(p.integer);
         break;
       case Param::Kind::kFloat: {
-        types[i] = kOidFloat8;
+        out.types[i] = kOidFloat8;
         char buf[32];
         auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, p.real);
-        storage[i] = std::isnan(p.real)   ? "NaN"
-                     : std::isinf(p.real) ? (p.real > 0 ? "Infinity" : "-Infinity")
-                                          : std::string(buf, ptr);
+        out.storage[i] = std::isnan(p.real)   ? "NaN"
+                         : std::isinf(p.real) ? (p.real > 0 ? "Infinity" : "-Infinity")
+                                              : std::string(buf, ptr);
         break;
       }
       case Param::Kind::kText:
-        storage[i] = p.text;
+        out.storage[i] = p.text;
         break;
       case Param::Kind::kJson:
-        types[i] = kOidJson;
-        storage[i] = p.text;
+        out.types[i] = kOidJson;
+        out.storage[i] = p.text;
         break;
     }
-    values[i] = storage[i].c_str();
+    out.values[i] = out.storage[i].c_str();
   }
-  if (!pq->PQsendQueryParams(c.conn, statement.sql.c_str(), static_cast<int>(n), types.data(),
-                             values.data(), nullptr, nullptr, 0)) {
+  return out;
+}
+
+// After a PQsend* call: its outcome, then the query written out (waiting while the socket is
+// full). Connection failures mark `c` broken.
+asio::awaitable<Result<void>> Flush(PgConnection& c, bool sent, Clock::time_point deadline) {
+  if (!sent) {
     c.broken = pq->PQstatus(c.conn) != CONNECTION_OK;
     std::string why = Trimmed(pq->PQerrorMessage(c.conn));
     co_return Fail(c.broken ? Unavailable(why) : Error{ErrorCode::kSqlError, why, {}});
@@ -261,7 +293,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
   auto& socket = c.SocketOn(co_await asio::this_coro::executor);
   for (;;) {
     int flushed = pq->PQflush(c.conn);
-    if (flushed == 0) break;
+    if (flushed == 0) co_return Result<void>{};
     if (flushed < 0) {
       c.broken = true;
       co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c.conn))));
@@ -272,6 +304,70 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
       co_return Fail(ready.error());
     }
   }
+}
+
+asio::awaitable<Result<ResultSet>> Collect(PgConnection& c, Clock::time_point deadline);
+
+// Runs one statement as an unnamed statement and collects its result.
+asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
+                                        Clock::time_point deadline) {
+  auto params = EncodeParams(statement);
+  if (!params) co_return Fail(params.error());
+  bool sent =
+      pq->PQsendQueryParams(c.conn, statement.sql.c_str(), params->count(), params->types.data(),
+                            params->values.data(), nullptr, nullptr, 0) == 1;
+  if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
+  co_return co_await Collect(c, deadline);
+}
+
+// Runs an autocommit statement through the connection's prepared statements: from its second
+// use on this connection a statement (SQL and parameter types) is prepared once and then only
+// bound and executed, so PostgreSQL parses and plans it once instead of on every request.
+asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement& statement,
+                                                Clock::time_point deadline) {
+  auto params = EncodeParams(statement);
+  if (!params) co_return Fail(params.error());
+  std::string key = statement.sql;
+  key.push_back('\0');
+  key.append(reinterpret_cast<const char*>(params->types.data()),
+             params->types.size() * sizeof(Oid));
+  auto it = c.statements.find(key);
+  if (it == c.statements.end()) {
+    c.Remember(std::move(key));
+    co_return co_await Exec(c, statement, deadline);
+  }
+  if (it->second.empty()) {
+    std::string name = "mikcar_" + std::to_string(++c.prepared_count);
+    bool sent = pq->PQsendPrepare(c.conn, name.c_str(), statement.sql.c_str(), params->count(),
+                                  params->types.data()) == 1;
+    if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
+    if (auto prepared = co_await Collect(c, deadline); !prepared) {
+      c.statements.erase(it);
+      co_return Fail(prepared.error());
+    }
+    it->second = std::move(name);
+  }
+  bool sent = pq->PQsendQueryPrepared(c.conn, it->second.c_str(), params->count(),
+                                      params->values.data(), nullptr, nullptr, 0) == 1;
+  if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
+  auto result = co_await Collect(c, deadline);
+  if (!result &&
+      result.error().message.find("cached plan must not change result type") != std::string::npos) {
+    // A table the statement reads changed shape since it was prepared (SELECT * after ALTER
+    // TABLE). Nothing ran: forget the statement and run the request afresh.
+    Statement forget{"DEALLOCATE " + it->second, {}};
+    c.statements.erase(it);
+    auto forgot = co_await Exec(c, forget, deadline);
+    c.broken = !forgot;  // mikcar's own DEALLOCATE leaves the session as the cache expects
+    if (!forgot) co_return Fail(forgot.error());
+    co_return co_await Exec(c, statement, deadline);
+  }
+  co_return result;
+}
+
+// Collects the results of the statement just sent. Connection failures mark `c` broken.
+asio::awaitable<Result<ResultSet>> Collect(PgConnection& c, Clock::time_point deadline) {
+  auto& socket = c.SocketOn(co_await asio::this_coro::executor);
   ResultSet result;
   std::optional<Error> failure;
   for (;;) {
@@ -317,11 +413,12 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
         break;
       }
       case PGRES_COMMAND_OK: {
-        // SET, RESET and DISCARD change the session this connection's next users inherit
-        // (time zone, date style, statement_timeout): the connection is closed after this use.
+        // SET, RESET, DISCARD and DEALLOCATE change the session this connection's next users
+        // inherit (time zone, date style, statement_timeout, mikcar's prepared statements): the
+        // connection is closed after this use.
         std::string_view command = pq->PQcmdStatus(res);
         if (command.starts_with("SET") || command.starts_with("RESET") ||
-            command.starts_with("DISCARD"))
+            command.starts_with("DISCARD") || command.starts_with("DEALLOCATE"))
           c.broken = true;
         const char* tuples = pq->PQcmdTuples(res);
         uint64_t affected = 0;
@@ -515,8 +612,10 @@ std::chrono::milliseconds SessionTimeout(std::chrono::milliseconds wanted) {
   return std::chrono::ceil<std::chrono::seconds>(wanted);
 }
 
+// Runs `statement` with the request's statement timeout; `autocommit` statements go through the
+// connection's prepared statements.
 asio::awaitable<Result<ResultSet>> ExecWithin(PgConnection& c, const Statement& statement,
-                                              const Limits& limits) {
+                                              const Limits& limits, bool autocommit) {
   auto wanted = SessionTimeout(limits.statement_timeout);
   if (wanted != c.statement_timeout) {
     Statement set{"SET statement_timeout = " + std::to_string(wanted.count()), {}};
@@ -525,6 +624,7 @@ asio::awaitable<Result<ResultSet>> ExecWithin(PgConnection& c, const Statement& 
     c.broken = false;  // mikcar's own SET: the session stays as the connection expects
     c.statement_timeout = wanted;
   }
+  if (autocommit) co_return co_await ExecPrepared(c, statement, limits.deadline);
   co_return co_await Exec(c, statement, limits.deadline);
 }
 
@@ -570,7 +670,7 @@ class PostgresSqlBackend final : public SqlBackend {
   Task<ResultSet> Run(Statement statement, Limits limits) override {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
-    auto result = co_await ExecWithin(**conn, statement, limits);
+    auto result = co_await ExecWithin(**conn, statement, limits, /*autocommit=*/true);
     if (result && pq->PQtransactionStatus((*conn)->conn) != PQTRANS_IDLE) {
       // BEGIN (or similar) outside /sql/batch: a pooled connection must not stay in it.
       Statement rollback{"ROLLBACK", {}};
@@ -587,7 +687,7 @@ class PostgresSqlBackend final : public SqlBackend {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
     Statement begin{"BEGIN", {}};
-    auto begun = co_await ExecWithin(**conn, begin, limits);
+    auto begun = co_await ExecWithin(**conn, begin, limits, /*autocommit=*/false);
     if (!begun) {
       pool_->Release(std::move(*conn));
       co_return Fail(begun.error());
