@@ -80,7 +80,8 @@ std::string JsonQuote(std::string_view s) {
   return out;
 }
 
-Result<boost::json::value> ParseJsonBody(const Request& request, std::string_view expected) {
+Result<boost::json::value> ParseJsonBody(const Request& request, std::string_view expected,
+                                         boost::json::storage_ptr storage) {
   std::string_view type = request.header("content-type");
   if (!type.empty()) {
     std::string_view media = type.substr(0, type.find(';'));
@@ -95,7 +96,7 @@ Result<boost::json::value> ParseJsonBody(const Request& request, std::string_vie
     }
   }
   boost::system::error_code ec;
-  boost::json::value value = boost::json::parse(request.body, ec);
+  boost::json::value value = boost::json::parse(request.body, ec, std::move(storage));
   if (ec) {
     std::string got = request.body.empty() ? "empty body" : "malformed JSON (" + ec.message() + ")";
     return Fail(ErrorCode::kBadRequest,

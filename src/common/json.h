@@ -17,7 +17,8 @@ std::string JsonQuote(std::string_view s);
 // Parses a JSON request body. Content-Type must be absent, application/json or
 // application/*+json (else 415). Malformed JSON → 400 naming `expected`, e.g.
 // "expected JSON body {\"keys\": [string]}; got: syntax error at offset 3".
-Result<boost::json::value> ParseJsonBody(const Request& request, std::string_view expected);
+Result<boost::json::value> ParseJsonBody(const Request& request, std::string_view expected,
+                                         boost::json::storage_ptr storage = {});
 
 // An UNPROCESSABLE error for well-formed JSON of the wrong shape.
 Error WrongShape(std::string_view expected, std::string_view got);

@@ -1,6 +1,7 @@
 // The /sql service: parses and validates each request once, calls one SqlBackend, shapes the
 // response (SPEC §5.2). Knows nothing about HTTP parsing or concrete databases.
 #include <boost/json/array.hpp>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -19,7 +20,6 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 using sql::IsTransactionControl;
 using sql::Param;
-using sql::RowsJson;
 using sql::SqlBackend;
 using sql::Statement;
 using sql::ToParam;
@@ -84,14 +84,22 @@ Result<sql::Limits> LimitsOf(const Request& request) {
   return limits;
 }
 
-std::string ColumnsJson(const sql::ResultSet& result) {
-  std::string out = "[";
+// {"rows":[…],"row_count":N,"columns":[{"name":…,"type":…},…]}
+std::string QueryJson(const sql::ResultSet& result) {
+  std::string out = "{\"rows\":";
+  sql::AppendRowsJson(out, result);
+  out += ",\"row_count\":";
+  out += std::to_string(result.rows.size());
+  out += ",\"columns\":[";
   for (size_t c = 0; c < result.columns.size(); ++c) {
     if (c) out += ',';
-    out += "{\"name\":" + JsonQuote(result.columns[c].name) +
-           ",\"type\":" + JsonQuote(result.columns[c].type) + "}";
+    out += "{\"name\":";
+    out += JsonQuote(result.columns[c].name);
+    out += ",\"type\":";
+    out += JsonQuote(result.columns[c].type);
+    out += '}';
   }
-  out += ']';
+  out += "]}";
   return out;
 }
 
@@ -179,7 +187,10 @@ class SqlSidecar final : public Sidecar {
 
   // The statement of a /query or /execute body and the request's limits.
   Result<std::pair<Statement, sql::Limits>> Parse(const Request& request) {
-    auto body = ParseJsonBody(request, kExpected);
+    // The parsed body lives only until the statement is copied out of it: arena-allocated.
+    unsigned char arena[4096];
+    json::monotonic_resource storage(arena, sizeof arena);
+    auto body = ParseJsonBody(request, kExpected, &storage);
     if (!body) return Fail(body.error());
     auto statement = ToStatement(*body, kExpected);
     if (!statement) return Fail(statement.error());
@@ -193,9 +204,7 @@ class SqlSidecar final : public Sidecar {
     if (!parsed) co_return Fail(parsed.error());
     auto result = co_await backend_->Run(std::move(parsed->first), parsed->second);
     if (!result) co_return Fail(result.error());
-    co_return Response::Json("{\"rows\":" + RowsJson(*result) +
-                             ",\"row_count\":" + std::to_string(result->rows.size()) +
-                             ",\"columns\":" + ColumnsJson(*result) + "}");
+    co_return Response::Json(QueryJson(*result));
   }
 
   asio::awaitable<Result<Response>> Execute(Request& request) {

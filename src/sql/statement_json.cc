@@ -57,21 +57,26 @@ bool IsTransactionControl(std::string_view sql) {
       break;
     }
   }
-  std::string word;
-  while (i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])))
-    word += static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i++])));
-  for (const char* keyword :
+  // The first word, upper-cased; no keyword is longer than 9 letters.
+  char word[10];
+  size_t len = 0;
+  for (; i < sql.size() && std::isalpha(static_cast<unsigned char>(sql[i])); ++i) {
+    if (len == sizeof word) return false;
+    word[len++] = static_cast<char>(std::toupper(static_cast<unsigned char>(sql[i])));
+  }
+  const std::string_view first(word, len);
+  for (std::string_view keyword :
        {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE"}) {
-    if (word == keyword) return true;
+    if (first == keyword) return true;
   }
   return false;
 }
 
-std::string RowsJson(const sql::ResultSet& result) {
+void AppendRowsJson(std::string& out, const sql::ResultSet& result) {
   std::vector<std::string> names;
   names.reserve(result.columns.size());
   for (const auto& c : result.columns) names.push_back(JsonQuote(c.name) + ":");
-  std::string out = "[";
+  out += '[';
   for (size_t r = 0; r < result.rows.size(); ++r) {
     if (r) out += ',';
     out += '{';
@@ -84,6 +89,11 @@ std::string RowsJson(const sql::ResultSet& result) {
     out += '}';
   }
   out += ']';
+}
+
+std::string RowsJson(const sql::ResultSet& result) {
+  std::string out;
+  AppendRowsJson(out, result);
   return out;
 }
 

@@ -20,5 +20,6 @@ bool IsTransactionControl(std::string_view sql);
 
 // The rows of `result` as a JSON array of objects, keys in column order.
 std::string RowsJson(const ResultSet& result);
+void AppendRowsJson(std::string& out, const ResultSet& result);
 
 }  // namespace mikcar::sql

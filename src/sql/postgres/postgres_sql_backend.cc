@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -163,6 +164,12 @@ bool IdentifierChar(char c) {
          static_cast<unsigned char>(c) >= 0x80;
 }
 
+constexpr auto kMayStartToken = [] {
+  std::array<bool, 256> table{};
+  for (unsigned char c : std::string_view("'\"-/$")) table[c] = true;
+  return table;
+}();
+
 // The highest $n placeholder of `sql`, outside literals, quoted identifiers, comments and
 // dollar-quoted strings. PostgreSQL itself only notices extra parameters that are untyped.
 size_t HighestPlaceholder(std::string_view sql) {
@@ -214,7 +221,8 @@ size_t HighestPlaceholder(std::string_view sql) {
         i = j;
       }
     } else {
-      ++i;
+      // Ordinary text: skip to the next character that may start one of the cases above.
+      for (++i; i < n && !kMayStartToken[static_cast<unsigned char>(sql[i])];) ++i;
     }
   }
   return highest;
