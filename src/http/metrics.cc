@@ -1,8 +1,11 @@
 #include "http/metrics.h"
 
 #include <dirent.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 
@@ -41,15 +44,32 @@ long OpenFds() {
   return n;
 }
 
+// User plus system CPU time of the process, in seconds.
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+double UnixSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
 // One unlabelled metric with its HELP and TYPE lines.
+template <typename Number>
 void AppendScalar(std::string& out, std::string_view name, std::string_view type,
-                  std::string_view help, long long value) {
+                  std::string_view help, Number value) {
   out.append("# HELP ").append(name).append(" ").append(help).append("\n");
   out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
-  out.append(name).append(" ").append(std::to_string(value)).append("\n");
+  char digits[32];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
+  out.append(name).append(" ").append(digits, end).append("\n");
 }
 
 }  // namespace
+
+Metrics::Metrics() : started_at_(UnixSeconds()) {}
 
 RouteStats* Metrics::Register(std::string_view service, std::string_view route,
                               std::string_view method) {
@@ -129,6 +149,10 @@ std::string Metrics::Render() const {
   AppendScalar(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
                ResidentBytes());
   AppendScalar(out, "process_open_fds", "gauge", "Number of open file descriptors.", OpenFds());
+  AppendScalar(out, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
+               CpuSeconds());
+  AppendScalar(out, "process_start_time_seconds", "gauge",
+               "Start time of the process since the unix epoch in seconds.", started_at_);
   return out;
 }
 

@@ -27,6 +27,7 @@ struct RouteStats {
 
 class Metrics {
  public:
+  Metrics();
   // A stable counter block for one route (or "unmatched"); call before serving.
   RouteStats* Register(std::string_view service, std::string_view route, std::string_view method);
 
@@ -41,6 +42,7 @@ class Metrics {
   std::atomic<uint64_t> bytes_out_{0};
   mutable std::mutex mu_;          // guards registration only
   std::deque<RouteStats> routes_;  // deque: pointers stay valid
+  double started_at_;              // unix seconds
 };
 
 }  // namespace mikcar::http

@@ -248,6 +248,10 @@ def test_metrics_prometheus_text(core):
                for labels, n in counters), text
     rss = re.search(r"^process_resident_memory_bytes (\d+(?:\.\d+)?(?:e\+?\d+)?)$", text, re.M)
     assert rss and float(rss.group(1)) > 1024 * 1024, text
+    cpu = re.search(r"^process_cpu_seconds_total ([0-9.e+-]+)$", text, re.M)
+    assert cpu and 0 < float(cpu.group(1)) < 60, text
+    started = re.search(r"^process_start_time_seconds ([0-9.e+-]+)$", text, re.M)
+    assert started and abs(float(started.group(1)) - time.time()) < 600, text
 
 
 def test_metrics_public_flag(start_mikcar):
