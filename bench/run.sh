@@ -336,18 +336,20 @@ storage_put_targets() {  # 1 MiB PUTs over 100 names (each replaces an object)
   done
 }
 
-# PostgreSQL point select: mikcar /sql/query against pgbench -S (same query, same protocol:
-# unnamed extended-protocol statements), nothing pinned (PostgreSQL needs a core of its own too).
-# At 16 connections (mikcar's pool_max) for throughput, and at 1 for the latency mikcar adds.
+# PostgreSQL point select: mikcar /sql/query against pgbench -S, nothing pinned (PostgreSQL needs
+# a core of its own too), with both of pgbench's extended-protocol modes: unnamed statements
+# (parsed and planned every time) and prepared ones (what mikcar does from a statement's second
+# use on a connection). At 16 connections (mikcar's pool_max) for throughput, and at 1 for the
+# latency mikcar adds.
 SQL_CONNS=16
-pgbench_round() {  # pgbench_round SCENARIO CLIENTS ROUND
+pgbench_round() {  # pgbench_round SCENARIO CLIENTS ROUND MODE (extended | prepared)
   local out
-  out=$(pgbench -n -S -M extended -c "$2" -j 1 -T "$DURATION" -h 127.0.0.1 -p "$PG_PORT" \
+  out=$(pgbench -n -S -M "$4" -c "$2" -j 1 -T "$DURATION" -h 127.0.0.1 -p "$PG_PORT" \
     -U postgres bench 2>&1)
-  echo "$out" | awk -v s="$1" -v r="$3" '
+  echo "$out" | awk -v s="$1" -v r="$3" -v m="$4" '
     /^latency average/ { lat = $4 }
     /^tps/ { tps = $3 }
-    END { printf "%s\tn\tpgbench\t%s\t%.0f\t%.3f\t\t0\t0\n", s, r, tps, lat }' >>"$RESULTS"
+    END { printf "%s\tn\tpgbench-%s\t%s\t%.0f\t%.3f\t\t0\t0\n", s, m, r, tps, lat }' >>"$RESULTS"
   tail -n1 "$RESULTS" | awk -F'\t' '{ printf "  %-8s %-2s %-24s round %s: %8s req/s  avg %6.3f ms\n", $1, $2, $3, $4, $5, $6 }'
 }
 sql_targets() {
@@ -355,8 +357,11 @@ sql_targets() {
   MEASURE_CONNS=$SQL_CONNS measure sql-c16 mikcar-sql mikcar-sql-n "$r" / "$BENCH/lua/sql.lua"
   MEASURE_CONNS=1 measure sql-c1 mikcar-sql mikcar-sql-n "$r" / "$BENCH/lua/sql.lua"
   [ "$r" = 0 ] && return 0
-  pgbench_round sql-c16 $SQL_CONNS "$r"
-  pgbench_round sql-c1 1 "$r"
+  local mode
+  for mode in extended prepared; do
+    pgbench_round sql-c16 $SQL_CONNS "$r" $mode
+    pgbench_round sql-c1 1 "$r" $mode
+  done
 }
 
 # Queues: durable push (50 connections, 100-byte JSON) and pop-with-lease + ack (two requests
@@ -533,7 +538,8 @@ display_name() {
     script-1-query) echo "/sql/script 1 point select" ;;
     sql-batch-2) echo "/sql/batch 2 point selects" ;;
     script-2-queries) echo "/sql/script 2 point selects" ;;
-    pgbench) echo "pgbench -S (libpq; p50 = its average)" ;;
+    pgbench-extended) echo "pgbench -S -M extended (avg)" ;;
+    pgbench-prepared) echo "pgbench -S -M prepared (avg)" ;;
     webdis) echo "webdis + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     mikcar-queue-file) echo "mikcar queue file:// (LMDB, fsync)" ;;
@@ -581,7 +587,8 @@ report() {
       kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
-      sql-*) to_nginx=$(ratio "$key" "$s|$c|pgbench") ;;
+      sql-*) to_nginx="$(ratio "$key" "$s|$c|pgbench-extended") / $(ratio "$key" "$s|$c|pgbench-prepared")"
+        [[ "$l" == pgbench* ]] && to_nginx=ref ;;
       queue-push) to_redis=$(ratio "$key" "$s|$c|redis-XADD")
         [[ "$l" == *amqp ]] && to_redis=$(ratio "$key" "$s|$c|rabbitmq-direct") ;;
       queue-pop)  # mikcar spends two requests (pop, ack) per message, redis one (RPOP)
