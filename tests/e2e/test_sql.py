@@ -773,3 +773,27 @@ def test_postgres_prepared_statements_per_connection_are_bounded(launch):
     assert 200 <= n <= 256, n
     # a statement seen once after the table is full still answers
     assert value(m, "SELECT 'fresh' AS v") == "fresh"
+
+
+def test_repeated_statements_follow_schema_changes(db):
+    """Both backends keep compiled statements per connection; answers must follow the schema."""
+    t = db.tname()
+    execute(db, f"CREATE TABLE {t} (a int)")
+    execute(db, f"INSERT INTO {t} VALUES (1)")
+    for _ in range(8):  # every pooled connection has run it
+        assert rows(db, f"SELECT * FROM {t}") == [{"a": 1}]
+    execute(db, f"ALTER TABLE {t} ADD COLUMN b text DEFAULT 'x'")
+    for _ in range(8):
+        assert rows(db, f"SELECT * FROM {t}") == [{"a": 1, "b": "x"}]
+    execute(db, f"DROP TABLE {t}")
+    r = q(db, f"SELECT * FROM {t}")
+    sql_error(r, 400, db.backend)
+    execute(db, f"CREATE TABLE {t} (c text)")
+    execute(db, f"INSERT INTO {t} VALUES ('back')")
+    for _ in range(8):
+        assert rows(db, f"SELECT * FROM {t}") == [{"c": "back"}]
+    # many distinct statements, then the first ones again
+    for i in range(150):
+        assert value(db, f"SELECT {i} AS v") == i
+    for i in range(10):
+        assert value(db, f"SELECT {i} AS v") == i

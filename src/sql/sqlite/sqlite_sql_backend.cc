@@ -5,6 +5,9 @@
 
 #include <charconv>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
 
 #include "common/blocking_pool.h"
 #include "common/json.h"
@@ -115,9 +118,41 @@ bool OnlyTrivia(std::string_view tail) {
 }
 
 struct Connection {
+  // Prepared statements kept per connection, by SQL text.
+  static constexpr size_t kMaxStatements = 64;
+
   sqlite3* db = nullptr;
   Clock::time_point deadline;  // read by the progress handler
-  ~Connection() { sqlite3_close_v2(db); }
+  // Statements that ran before, compiled once and reset after every use. SQLite recompiles one
+  // by itself when the schema changes.
+  std::unordered_map<std::string, sqlite3_stmt*> statements;
+
+  ~Connection() {
+    for (auto& [sql, stmt] : statements) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db);
+  }
+};
+
+// A statement in use: reset (and kept) if cached, finalized otherwise.
+class StatementUse {
+ public:
+  StatementUse(sqlite3_stmt* stmt, bool cached) : stmt_(stmt), cached_(cached) {}
+  StatementUse(const StatementUse&) = delete;
+  StatementUse& operator=(const StatementUse&) = delete;
+  ~StatementUse() {
+    if (!cached_) {
+      sqlite3_finalize(stmt_);
+    } else {
+      sqlite3_reset(stmt_);  // ends its read of the database
+      sqlite3_clear_bindings(stmt_);
+    }
+  }
+  sqlite3_stmt* get() const { return stmt_; }
+  void Keep() { cached_ = true; }  // now owned by the connection's statements
+
+ private:
+  sqlite3_stmt* stmt_;
+  bool cached_;
 };
 
 int OnProgress(void* arg) {
@@ -172,20 +207,35 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
   sqlite3* db = conn.db;
   conn.deadline = deadline;
   SetBusyTimeout(conn, deadline);
-  sqlite3_stmt* raw = nullptr;
-  const char* tail = nullptr;
-  int rc = sqlite3_prepare_v2(db, statement.sql.data(), static_cast<int>(statement.sql.size()),
-                              &raw, &tail);
-  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> stmt(raw, &sqlite3_finalize);
-  if (rc != SQLITE_OK) return Fail(ConnectionError(db, rc));
-  ResultSet result;
-  if (!stmt) return result;  // only whitespace or comments
-  std::string_view rest(tail, statement.sql.data() + statement.sql.size() - tail);
-  if (!OnlyTrivia(rest)) {
-    return Fail(Error{ErrorCode::kSqlError,
-                      "more than one statement; expected exactly one (use /sql/batch for several)",
-                      {{"sqlite_code", "\"SQLITE_ERROR\""}}});
+  auto cached = conn.statements.find(statement.sql);
+  std::optional<StatementUse> use;
+  int rc = SQLITE_OK;
+  if (cached != conn.statements.end()) {
+    use.emplace(cached->second, true);
+  } else {
+    sqlite3_stmt* raw = nullptr;
+    const char* tail = nullptr;
+    rc = sqlite3_prepare_v3(db, statement.sql.data(), static_cast<int>(statement.sql.size()),
+                            SQLITE_PREPARE_PERSISTENT, &raw, &tail);
+    use.emplace(raw, false);
+    if (rc != SQLITE_OK) return Fail(ConnectionError(db, rc));
+    if (!raw) return ResultSet{};  // only whitespace or comments
+    std::string_view rest(tail, statement.sql.data() + statement.sql.size() - tail);
+    if (!OnlyTrivia(rest)) {
+      return Fail(
+          Error{ErrorCode::kSqlError,
+                "more than one statement; expected exactly one (use /sql/batch for several)",
+                {{"sqlite_code", "\"SQLITE_ERROR\""}}});
+    }
+    if (conn.statements.size() >= Connection::kMaxStatements) {
+      sqlite3_finalize(conn.statements.begin()->second);
+      conn.statements.erase(conn.statements.begin());
+    }
+    conn.statements.emplace(statement.sql, raw);
+    use->Keep();
   }
+  StatementUse& stmt = *use;
+  ResultSet result;
   // $n, ?NNN and ? placeholders; the number of parameters is the highest index used.
   const int count = sqlite3_bind_parameter_count(stmt.get());
   if (static_cast<size_t>(count) != statement.params.size()) {
@@ -232,17 +282,21 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
     }
     if (rc != SQLITE_OK) return Fail(ConnectionError(db, rc));
   }
-  const int columns = sqlite3_column_count(stmt.get());
-  for (int c = 0; c < columns; ++c) {
-    const char* decl = sqlite3_column_decltype(stmt.get(), c);
-    std::string type = decl ? decl : "";
-    for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    result.columns.push_back({sqlite3_column_name(stmt.get(), c), std::move(type)});
-  }
   const int64_t changes_before = sqlite3_total_changes64(db);
   const int64_t rowid_before = sqlite3_last_insert_rowid(db);
+  int columns = -1;
   for (;;) {
     rc = sqlite3_step(stmt.get());
+    if (columns < 0) {
+      // Only now: the first step recompiles a kept statement whose tables changed shape.
+      columns = sqlite3_column_count(stmt.get());
+      for (int c = 0; c < columns; ++c) {
+        const char* decl = sqlite3_column_decltype(stmt.get(), c);
+        std::string type = decl ? decl : "";
+        for (char& ch : type) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        result.columns.push_back({sqlite3_column_name(stmt.get(), c), std::move(type)});
+      }
+    }
     if (rc == SQLITE_DONE) break;
     if (rc != SQLITE_ROW) return Fail(ConnectionError(db, rc));
     std::vector<std::string> row;
