@@ -19,7 +19,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import TOKEN, assert_envelope
+from conftest import BIN, TOKEN, assert_envelope
 
 PG_URL = os.environ.get("MIKCAR_TEST_POSTGRES_URL")
 BIG = 2 ** 53 + 1  # 9007199254740993: not exact as a double
@@ -797,3 +797,25 @@ def test_repeated_statements_follow_schema_changes(db):
         assert value(db, f"SELECT {i} AS v") == i
     for i in range(10):
         assert value(db, f"SELECT {i} AS v") == i
+
+
+@PG_ONLY
+def test_postgres_prepare_false_and_a_session_that_loses_its_statements(launch, start_mikcar):
+    m = launch(url_query="pool_max=1&prepare=false")
+    for _ in range(3):
+        assert value(m, "SELECT 41 + $1 AS v", [1]) == 42
+    assert prepared(m, "SELECT 41 + $1 AS v") == 0
+    # a session that drops mikcar's statements behind its back (as a transaction-mode pooler
+    # would): the next runs still answer, and the connection stops preparing
+    m = launch(url_query="pool_max=1")
+    for _ in range(3):
+        assert value(m, "SELECT 41 + $1 AS v", [1]) == 42
+    execute(m, "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$")
+    for _ in range(3):
+        assert value(m, "SELECT 41 + $1 AS v", [1]) == 42
+    assert prepared(m, "SELECT 41 + $1 AS v") == 0
+    # a bad value is refused at start-up
+    r = subprocess.run([BIN, "--sql", "--port", "0"], capture_output=True,
+                       text=True, timeout=20,
+                       env={**os.environ, "DATABASE_URL": with_query(pg_url(), "prepare=maybe")})
+    assert r.returncode == 2 and "prepare: expected true or false; got 'maybe'" in r.stderr, r.stderr

@@ -76,6 +76,14 @@ Error ResultError(const PGresult* res) {
   return error;
 }
 
+bool HasSqlState(const Error& error, std::string_view state) {
+  for (const auto& [name, value] : error.fields) {
+    if (name == "sqlstate")
+      return value.size() == state.size() + 2 && value.substr(1, state.size()) == state;
+  }
+  return false;
+}
+
 struct PgConnection {
   // Autocommit statements that may be prepared on one connection.
   static constexpr size_t kMaxStatements = 256;
@@ -87,6 +95,7 @@ struct PgConnection {
   // are prepared under; empty while seen once (see ExecPrepared).
   std::unordered_map<std::string, std::string> statements;
   size_t prepared_count = 0;
+  bool prepare = true;  // false once the session lost a statement mikcar prepared
   // The socket, registered once with the event loop of the I/O thread that last used the
   // connection (a fresh registration per wait cost three epoll_ctl calls and an ioctl).
   std::unique_ptr<asio::posix::stream_descriptor> socket;
@@ -333,6 +342,7 @@ asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statem
 // bound and executed, so PostgreSQL parses and plans it once instead of on every request.
 asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement& statement,
                                                 Clock::time_point deadline) {
+  if (!c.prepare) co_return co_await Exec(c, statement, deadline);
   auto params = EncodeParams(statement);
   if (!params) co_return Fail(params.error());
   std::string key = statement.sql;
@@ -359,6 +369,17 @@ asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement
                                       params->values.data(), nullptr, nullptr, 0) == 1;
   if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
   auto result = co_await Collect(c, deadline);
+  if (!result && HasSqlState(result.error(), "26000")) {
+    // The session no longer has the statement (a connection pooler between mikcar and
+    // PostgreSQL that does not keep sessions): nothing ran. Stop preparing on this connection.
+    spdlog::warn(
+        "postgres: a statement mikcar prepared vanished from its session (a connection pooler "
+        "in transaction mode?); this connection stops preparing; prepare=false on the URL "
+        "turns preparing off");
+    c.statements.clear();
+    c.prepare = false;
+    co_return co_await Exec(c, statement, deadline);
+  }
   if (!result &&
       result.error().message.find("cached plan must not change result type") != std::string::npos) {
     // A table the statement reads changed shape since it was prepared (SELECT * after ALTER
@@ -485,11 +506,18 @@ class PgTransaction final : public Transaction {
 // At most `max` connections; requests beyond it wait (until their deadline) for one to return.
 class PgPool {
  public:
-  PgPool(ConnectParams params, size_t max, size_t min, std::chrono::milliseconds timeout)
-      : params_(std::move(params)), max_(max), min_(min), default_timeout_(timeout) {}
+  PgPool(ConnectParams params, size_t max, size_t min, std::chrono::milliseconds timeout,
+         bool prepare)
+      : params_(std::move(params)),
+        max_(max),
+        min_(min),
+        default_timeout_(timeout),
+        prepare_(prepare) {}
 
   size_t min() const { return min_; }
   std::chrono::milliseconds default_timeout() const { return default_timeout_; }
+  // Repeated autocommit statements are prepared (URL `prepare`, default true).
+  bool prepare() const { return prepare_; }
 
   asio::awaitable<Result<std::unique_ptr<PgConnection>>> Acquire(Clock::time_point deadline) {
     const asio::execution_context* here =
@@ -606,6 +634,7 @@ class PgPool {
   const size_t max_;
   const size_t min_;
   const std::chrono::milliseconds default_timeout_;
+  const bool prepare_;
   std::mutex mu_;
   std::vector<std::unique_ptr<PgConnection>> idle_;
   WaitList<std::unique_ptr<PgConnection>> waiters_;
@@ -678,7 +707,7 @@ class PostgresSqlBackend final : public SqlBackend {
   Task<ResultSet> Run(Statement statement, Limits limits) override {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
-    auto result = co_await ExecWithin(**conn, statement, limits, /*autocommit=*/true);
+    auto result = co_await ExecWithin(**conn, statement, limits, pool_->prepare());
     if (result && pq->PQtransactionStatus((*conn)->conn) != PQTRANS_IDLE) {
       // BEGIN (or similar) outside /sql/batch: a pooled connection must not stay in it.
       Statement rollback{"ROLLBACK", {}};
@@ -774,6 +803,10 @@ Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
     }
     timeout = *parsed;
   }
+  auto prepare = uri.query_param("prepare");
+  if (!prepare) prepare = "true";
+  if (*prepare != "true" && *prepare != "false")
+    return Fail(ErrorCode::kBadRequest, "prepare: expected true or false; got '" + *prepare + "'");
   ConnectParams params;
   auto add = [&](std::string key, std::string value) {
     params.keywords.push_back(std::move(key));
@@ -786,7 +819,8 @@ Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
   if (uri.path.size() > 1) add("dbname", uri.path.substr(1));
   bool connect_timeout = false;
   for (const auto& [key, value] : uri.query) {
-    if (key == "pool_max" || key == "pool_min" || key == "statement_timeout") continue;
+    if (key == "pool_max" || key == "pool_min" || key == "statement_timeout" || key == "prepare")
+      continue;
     if (key == "options") {
       return Fail(ErrorCode::kBadRequest,
                   "options: not supported (mikcar sets the session options it needs)");
@@ -812,11 +846,11 @@ Result<std::unique_ptr<SqlBackend>> OpenPostgresSqlBackend(const Uri& uri) {
       return Fail(ErrorCode::kBadRequest, "unknown connection parameter '" + k +
                                               "'; expected libpq parameters (sslmode, "
                                               "connect_timeout, …) or pool_max, pool_min, "
-                                              "statement_timeout");
+                                              "statement_timeout, prepare");
     }
   }
-  auto pool =
-      std::make_shared<PgPool>(std::move(params), *pool_max, *pool_min, SessionTimeout(timeout));
+  auto pool = std::make_shared<PgPool>(std::move(params), *pool_max, *pool_min,
+                                       SessionTimeout(timeout), *prepare == "true");
   return std::unique_ptr<SqlBackend>(std::make_unique<PostgresSqlBackend>(std::move(pool)));
 }
 
