@@ -9,7 +9,8 @@
 #                     queue-push | queue-pop | script
 #                     (repeatable, or a,b); default: all
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
-#        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results).
+#        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results),
+#        MIKCAR=/path/to/mikcar measures another build (default build/release/src/mikcar).
 set -euo pipefail
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -57,7 +58,7 @@ ISOLATION=$(cat /proc/self/autogroup 2>/dev/null || echo "n/a")
 
 # --- Dependencies and the binary -----------------------------------------------------------
 scripts/install-deps.sh bench
-MIKCAR=$ROOT/build/release/src/mikcar
+MIKCAR=${MIKCAR:-$ROOT/build/release/src/mikcar}
 if [ ! -x "$MIKCAR" ]; then
   echo "building $MIKCAR (release)…"
   cmake --preset release -DMIKCAR_BUILD_TESTS=OFF -DMIKCAR_BUILD_EXAMPLES=OFF >/dev/null
