@@ -17,7 +17,7 @@ BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
 cd "$ROOT"
 
-usage() { sed -n '6,11s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '6,13s/^# \{0,1\}//p' "$0"; }
 ARGS=("$@")
 ROUNDS=5 DURATION=8 SCENARIOS=()
 ALL_SCENARIOS=(health kv-get kv-set redis storage-get storage-put sql queue-push queue-pop script)
