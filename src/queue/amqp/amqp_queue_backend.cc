@@ -37,7 +37,8 @@ constexpr auto kTick = 50ms;  // lease expiry granularity
 constexpr auto kQueuedGetBudget = 150ms;
 constexpr int kConnectTimeoutS = 3;
 constexpr int kRpcTimeoutS = 10;
-constexpr amqp_channel_t kChannel = 1;
+constexpr amqp_channel_t kChannel = 1;    // confirm mode: everything but batch pushes
+constexpr amqp_channel_t kTxChannel = 2;  // tx mode (a channel cannot be in both): batch pushes
 constexpr size_t kMaxQueuedJobs = 10000;
 constexpr int64_t kDelayQueueIdleMs = 60000;
 constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
@@ -126,10 +127,17 @@ std::string Describe(const amqp_rpc_reply_t& r) {
 }
 
 // A channel-level refusal (404, 406 …) is the request's fault or a conflicting declaration;
-// anything else means the broker went away.
+// RabbitMQ refuses a message over its max_message_size with 406 "message size N is larger than
+// configured max size M".
+ErrorCode CodeOf(const amqp_channel_close_t& close) {
+  return Str(close.reply_text).find("larger than configured max size") != std::string::npos
+             ? ErrorCode::kPayloadTooLarge
+             : ErrorCode::kBackend;
+}
+// Anything but a channel-level refusal means the broker went away.
 ErrorCode CodeOf(const amqp_rpc_reply_t& r) {
   return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD
-             ? ErrorCode::kBackend
+             ? CodeOf(*static_cast<amqp_channel_close_t*>(r.reply.decoded))
              : ErrorCode::kUnavailable;
 }
 
@@ -182,7 +190,7 @@ struct Outgoing {
   int64_t expiration_ms = 0;
 };
 
-// Messages a push or publish job has prepared; `finish` runs after the batch's confirms.
+// Messages a push or publish job has prepared; `finish` runs once the broker has them (or not).
 struct Staged {
   std::vector<Outgoing> messages;
   std::function<void(Result<void>)> finish;
@@ -440,11 +448,13 @@ class AmqpQueueBackend final : public QueueBackend {
   void Disconnect(bool graceful) {
     if (conn_ == nullptr) return;
     if (graceful) {
+      if (tx_open_) amqp_channel_close(conn_, kTxChannel, AMQP_REPLY_SUCCESS);
       amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
       amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
     }
     amqp_destroy_connection(conn_);
     conn_ = nullptr;
+    tx_open_ = false;
     leases_.clear();
     declared_.clear();
   }
@@ -556,6 +566,35 @@ class AmqpQueueBackend final : public QueueBackend {
             {}};
   }
 
+  // Sends one persistent message on `channel` (no wait for the broker).
+  Result<void> PublishOne(amqp_channel_t channel, const Outgoing& m) {
+    amqp_basic_properties_t props{};
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = 2;  // persistent
+    props.message_id = Bytes(m.id);
+    props.timestamp = static_cast<uint64_t>(m.received_at / 1000);
+    amqp_table_entry_t headers[2];
+    headers[0].key = amqp_cstring_bytes(kAttemptsHeader);
+    headers[0].value.kind = AMQP_FIELD_KIND_I64;
+    headers[0].value.value.i64 = m.attempts;
+    headers[1].key = amqp_cstring_bytes(kReceivedHeader);
+    headers[1].value.kind = AMQP_FIELD_KIND_I64;
+    headers[1].value.value.i64 = m.received_at;
+    props.headers = amqp_table_t{2, headers};
+    std::string expiration;
+    if (m.expiration_ms > 0) {
+      expiration = std::to_string(m.expiration_ms);
+      props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+      props.expiration = Bytes(expiration);
+    }
+    int st = amqp_basic_publish(conn_, channel, Bytes(m.exchange), Bytes(m.routing_key), 0, 0,
+                                &props, Bytes(m.payload));
+    if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
+    return {};
+  }
+
   // Publishes `messages` and waits for every publisher confirm; returns, per message, whether
   // the broker refused it (basic.nack). One wait covers them all: the broker confirms a batch
   // with one disk sync, which is what makes concurrent pushes fast.
@@ -564,31 +603,7 @@ class AmqpQueueBackend final : public QueueBackend {
     const uint64_t first_tag = next_tag_;
     std::set<uint64_t> waiting;
     for (const auto& m : messages) {
-      amqp_basic_properties_t props{};
-      props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                     AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG |
-                     AMQP_BASIC_TIMESTAMP_FLAG;
-      props.content_type = amqp_cstring_bytes("application/json");
-      props.delivery_mode = 2;  // persistent
-      props.message_id = Bytes(m.id);
-      props.timestamp = static_cast<uint64_t>(m.received_at / 1000);
-      amqp_table_entry_t headers[2];
-      headers[0].key = amqp_cstring_bytes(kAttemptsHeader);
-      headers[0].value.kind = AMQP_FIELD_KIND_I64;
-      headers[0].value.value.i64 = m.attempts;
-      headers[1].key = amqp_cstring_bytes(kReceivedHeader);
-      headers[1].value.kind = AMQP_FIELD_KIND_I64;
-      headers[1].value.value.i64 = m.received_at;
-      props.headers = amqp_table_t{2, headers};
-      std::string expiration;
-      if (m.expiration_ms > 0) {
-        expiration = std::to_string(m.expiration_ms);
-        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        props.expiration = Bytes(expiration);
-      }
-      int st = amqp_basic_publish(conn_, kChannel, Bytes(m.exchange), Bytes(m.routing_key), 0, 0,
-                                  &props, Bytes(m.payload));
-      if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
+      if (auto ok = PublishOne(kChannel, m); !ok) return Fail(ok.error());
       waiting.insert(next_tag_++);
     }
     while (!waiting.empty()) {
@@ -629,7 +644,7 @@ class AmqpQueueBackend final : public QueueBackend {
         return Broken("publish",
                       "broker closed the channel: " + std::to_string(c->reply_code) + " " +
                           Str(c->reply_text),
-                      ErrorCode::kBackend);
+                      CodeOf(*c));
       } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
         auto* c = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
         return Broken("publish", "broker closed the connection: " + std::to_string(c->reply_code) +
@@ -639,17 +654,27 @@ class AmqpQueueBackend final : public QueueBackend {
     return refused;
   }
 
-  // Publishes what the jobs of one batch staged, with one wait for all their confirms, and
-  // completes each job.
+  // Publishes what the jobs of one round staged and completes each job: single messages with
+  // one wait for all their confirms, then each batch push in a transaction of its own.
   void FlushStaged() {
     if (staged_.empty()) return;
-    auto staged = std::move(staged_);
+    std::vector<Staged> singles, batches;
+    for (auto& s : staged_) (s.messages.size() > 1 ? batches : singles).push_back(std::move(s));
     staged_.clear();
-    if (conn_ == nullptr) {  // a later job of the batch lost the connection: nothing was sent
-      for (auto& s : staged) {
-        s.finish(Fail(ErrorCode::kUnavailable,
-                      config_.where + ": connection lost before the message was published"));
-      }
+    FlushConfirmed(singles);
+    for (auto& b : batches) b.finish(PublishAtomically(b.messages));
+  }
+
+  Error LostBeforePublish() const {
+    return {ErrorCode::kUnavailable,
+            config_.where + ": connection lost before the message was published",
+            {}};
+  }
+
+  void FlushConfirmed(std::vector<Staged>& staged) {
+    if (staged.empty()) return;
+    if (conn_ == nullptr) {  // a later job of the round lost the connection: nothing was sent
+      for (auto& s : staged) s.finish(Fail(LostBeforePublish()));
       return;
     }
     std::vector<Outgoing> all;
@@ -676,6 +701,40 @@ class AmqpQueueBackend final : public QueueBackend {
         staged[i].finish({});
       }
     }
+  }
+
+  // Publishes `messages` in one transaction on the tx channel, so a batch push is stored whole
+  // or not at all. RabbitMQ routes none of them before tx.commit and answers commit-ok only
+  // once they are in their queues, persistent messages in durable queues on disk (its docs:
+  // "responsibility transfer / durability on commit"). A message it refuses (too big, an
+  // unknown exchange …) closes the channel, which discards the transaction; the connection,
+  // and the leases held on it, stay. A connection lost during the commit leaves the outcome
+  // unknown, as a lost confirm does.
+  Result<void> PublishAtomically(const std::vector<Outgoing>& messages) {
+    if (conn_ == nullptr) return Fail(LostBeforePublish());
+    if (!tx_open_) {
+      amqp_channel_open(conn_, kTxChannel);
+      if (auto ok = Check(amqp_get_rpc_reply(conn_), "channel.open (tx)"); !ok) return ok;
+      amqp_tx_select(conn_, kTxChannel);
+      if (auto ok = Check(amqp_get_rpc_reply(conn_), "tx.select"); !ok) return ok;
+      tx_open_ = true;
+    }
+    for (const auto& m : messages) {
+      if (auto ok = PublishOne(kTxChannel, m); !ok) return ok;
+    }
+    amqp_tx_commit(conn_, kTxChannel);
+    auto r = amqp_get_rpc_reply(conn_);
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      tx_open_ = false;
+      amqp_channel_close_ok_t close_ok{};
+      if (int st = amqp_send_method(conn_, kTxChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+          st != AMQP_STATUS_OK) {
+        return Broken("channel.close-ok (tx)", amqp_error_string2(st));
+      }
+      return Fail(CodeOf(r), config_.where + ": the broker refused the batch (none of it was " +
+                                 "stored): " + Describe(r));
+    }
+    return Check(r, "tx.commit");
   }
 
   // A dedup id seen in the window: the first message's id. Process-local (see README.md).
@@ -722,8 +781,8 @@ class AmqpQueueBackend final : public QueueBackend {
     return o;
   }
 
-  // Prepares a push (declares, dedup, routing) and stages its messages for the batch's
-  // publish; `done` completes after their confirms. Dedup ids are remembered at once (so a
+  // Prepares a push (declares, dedup, routing) and stages its messages for the round's
+  // publish; `done` completes once the broker has them. Dedup ids are remembered at once (so a
   // duplicate in the same batch is caught) and forgotten again if the publish fails.
   void StagePush(const std::string& queue, const std::vector<NewMessage>& messages,
                  std::shared_ptr<Completion<std::vector<std::string>>> done) {
@@ -927,6 +986,7 @@ class AmqpQueueBackend final : public QueueBackend {
   bool closing_ = false;
   amqp_connection_state_t conn_ = nullptr;
   uint64_t next_tag_ = 1;  // the next publish's sequence number on the confirm channel
+  bool tx_open_ = false;   // kTxChannel is open and in tx mode
   std::set<std::string> declared_;
   std::vector<Staged> staged_;
   std::unordered_map<std::string, std::unordered_map<std::string, Lease>> leases_;
