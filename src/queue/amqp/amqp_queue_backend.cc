@@ -196,6 +196,18 @@ struct Staged {
   std::function<void(Result<void>)> finish;
 };
 
+// A receive job's basic.gets, pipelined with those of the other jobs of its round.
+struct StagedGet {
+  Lane lane;
+  size_t want = 0;   // messages still wanted
+  size_t burst = 1;  // gets to send in the next round (doubles while all return messages)
+  std::optional<std::chrono::milliseconds> visibility;
+  Clock::time_point give_up;
+  std::vector<Message> got;
+  std::optional<Error> error;
+  std::shared_ptr<Completion<std::vector<Message>>> done;
+};
+
 class AmqpQueueBackend final : public QueueBackend {
  public:
   explicit AmqpQueueBackend(Config config) : config_(std::move(config)) {
@@ -372,11 +384,10 @@ class AmqpQueueBackend final : public QueueBackend {
       // takes nothing: the answer could arrive after the request gave up, and a message taken
       // without a lease would be lost.
       const auto give_up = std::max(wait_until, Clock::now()) + kQueuedGetBudget;
-      auto job = [this, lane, n, visibility, give_up]() -> Result<std::vector<Message>> {
-        if (Clock::now() > give_up) return std::vector<Message>{};
-        return DoGet(lane, n, visibility);
+      auto job = [this, lane, n, visibility, give_up](auto done) {
+        StageGet(lane, n, visibility, give_up, std::move(done));
       };
-      co_return co_await Submit<std::vector<Message>>(std::move(job));
+      co_return co_await SubmitWith<std::vector<Message>>(std::move(job));
     };
     co_return co_await PollReceive(wake_, std::move(key), receive, kPoll, draining_, fetch);
   }
@@ -395,6 +406,7 @@ class AmqpQueueBackend final : public QueueBackend {
       ExpireLeases();
       for (auto& job : batch) job();
       FlushStaged();
+      FlushGets();
       if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
       lock.lock();
       if (stopping && jobs_.empty()) break;
@@ -871,44 +883,137 @@ class AmqpQueueBackend final : public QueueBackend {
     return m;
   }
 
-  Result<std::vector<Message>> DoGet(const Lane& lane, size_t n,
-                                     std::optional<std::chrono::milliseconds> visibility) {
-    if (auto ok = Ensure(); !ok) return Fail(ok.error());
-    if (auto ok = DeclareLane(lane); !ok) return Fail(ok.error());
-    std::vector<Message> out;
-    for (size_t i = 0; i < n; ++i) {
-      auto r = amqp_basic_get(conn_, kChannel, Bytes(lane.queue), visibility ? 0 : 1);
-      if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        auto failed = Check(r, "basic.get '" + lane.queue + "'");
-        if (out.empty()) return Fail(failed.error());
-        break;  // what we took is gone from the broker (no_ack) or requeued: return it
-      }
-      if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) break;
-      auto* ok = static_cast<amqp_basic_get_ok_t*>(r.reply.decoded);
-      const uint64_t tag = ok->delivery_tag;
-      const bool redelivered = ok->redelivered != 0;
-      amqp_message_t msg;
-      auto read = amqp_read_message(conn_, kChannel, &msg, 0);
-      if (read.reply_type != AMQP_RESPONSE_NORMAL) {
-        auto failed = Check(read, "reading a message of '" + lane.queue + "'");
-        if (out.empty()) return Fail(failed.error());
-        break;
-      }
-      Message m = Decode(msg, redelivered);
-      amqp_destroy_message(&msg);
-      if (visibility) {
-        auto& held = leases_[lane.queue];
-        if (auto dup = held.find(m.id); dup != held.end()) {
-          // A second copy of a message we hold (a republish raced a broker requeue): keep one.
-          amqp_basic_ack(conn_, kChannel, dup->second.tag, 0);
+  void StageGet(const Lane& lane, size_t n, std::optional<std::chrono::milliseconds> visibility,
+                Clock::time_point give_up, std::shared_ptr<Completion<std::vector<Message>>> done) {
+    if (Clock::now() > give_up) return done->Complete(std::vector<Message>{});
+    if (auto ok = Ensure(); !ok) return done->Complete(Fail(ok.error()));
+    if (auto ok = DeclareLane(lane); !ok) return done->Complete(Fail(ok.error()));
+    gets_.push_back(StagedGet{lane, n, 1, visibility, give_up, {}, {}, std::move(done)});
+  }
+
+  // Runs the basic.gets of one round's receive jobs, pipelined: every job's gets are sent
+  // before the first reply is read (the broker answers them in order on the channel), so a
+  // round costs one round trip, not one per job. A job wanting several messages sends one get,
+  // then twice as many each round while all of them return a message, and stops at the first
+  // get-empty. A job whose give_up has passed sends nothing more (what it has is answered).
+  void FlushGets() {
+    if (gets_.empty()) return;
+    auto jobs = std::move(gets_);
+    gets_.clear();
+    std::vector<StagedGet*> hungry;
+    for (auto& j : jobs) hungry.push_back(&j);
+    while (!hungry.empty() && conn_ != nullptr) {
+      const auto now = Clock::now();
+      std::vector<StagedGet*> sent;  // one entry per basic.get, in order
+      for (auto* j : hungry) {
+        if (now > j->give_up) continue;
+        for (size_t k = std::min(j->want, j->burst); k > 0; --k) {
+          amqp_basic_get_t get{0, Bytes(j->lane.queue), j->visibility ? amqp_boolean_t{0} : 1};
+          if (int st = amqp_send_method(conn_, kChannel, AMQP_BASIC_GET_METHOD, &get);
+              st != AMQP_STATUS_OK) {
+            Abandon(hungry, Broken("basic.get", amqp_error_string2(st)).value());
+            return Answer(jobs);
+          }
+          sent.push_back(j);
         }
-        held[m.id] =
-            Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
-        next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
       }
-      out.push_back(std::move(m));
+      std::set<StagedGet*> emptied;
+      for (size_t i = 0; i < sent.size(); ++i) {
+        auto* j = sent[i];
+        auto taken = ReadGetReply(*j);
+        if (!taken) {
+          Abandon(std::vector<StagedGet*>(sent.begin() + i, sent.end()), taken.error());
+          return Answer(jobs);
+        }
+        if (!*taken) emptied.insert(j);
+      }
+      std::vector<StagedGet*> next;
+      for (auto* j : hungry) {
+        if (j->want == 0 || emptied.contains(j) || Clock::now() > j->give_up) continue;
+        j->burst *= 2;
+        next.push_back(j);
+      }
+      hungry = std::move(next);
     }
-    return out;
+    if (!hungry.empty()) {  // a publish of this round lost the connection
+      Abandon(hungry, {ErrorCode::kUnavailable,
+                       config_.where + ": connection lost before basic.get was sent",
+                       {}});
+    }
+    Answer(jobs);
+  }
+
+  // Reads the reply to one pipelined basic.get of `job`; true when it carried a message.
+  Result<bool> ReadGetReply(StagedGet& job) {
+    amqp_frame_t frame;
+    timeval timeout{kRpcTimeoutS, 0};
+    int st = amqp_simple_wait_frame_noblock(conn_, &frame, &timeout);
+    if (st == AMQP_STATUS_TIMEOUT) {
+      return Broken("basic.get '" + job.lane.queue + "'",
+                    "no reply within " + std::to_string(kRpcTimeoutS) + " s",
+                    ErrorCode::kBackendTimeout);
+    }
+    if (st != AMQP_STATUS_OK) {
+      return Broken("basic.get '" + job.lane.queue + "'", amqp_error_string2(st));
+    }
+    const auto id = frame.frame_type == AMQP_FRAME_METHOD ? frame.payload.method.id : 0;
+    if (frame.channel != kChannel && id != AMQP_CONNECTION_CLOSE_METHOD) {
+      return Broken("basic.get '" + job.lane.queue + "'",
+                    "unexpected frame on channel " + std::to_string(frame.channel));
+    }
+    if (id == AMQP_BASIC_GET_EMPTY_METHOD) return false;
+    if (id != AMQP_BASIC_GET_OK_METHOD) {  // channel.close (a 404 …), connection.close, or junk
+      amqp_rpc_reply_t r{AMQP_RESPONSE_SERVER_EXCEPTION, frame.payload.method, 0};
+      if (frame.frame_type != AMQP_FRAME_METHOD) {
+        r = {AMQP_RESPONSE_LIBRARY_EXCEPTION, {}, AMQP_STATUS_UNEXPECTED_STATE};
+      }
+      return Fail(Check(r, "basic.get '" + job.lane.queue + "'").error());
+    }
+    auto* get_ok = static_cast<amqp_basic_get_ok_t*>(frame.payload.method.decoded);
+    const uint64_t tag = get_ok->delivery_tag;
+    const bool redelivered = get_ok->redelivered != 0;
+    amqp_message_t msg;
+    auto read = amqp_read_message(conn_, kChannel, &msg, 0);
+    if (auto ok = Check(read, "reading a message of '" + job.lane.queue + "'"); !ok) {
+      return Fail(ok.error());
+    }
+    job.got.push_back(Accept(job.lane, tag, redelivered, msg, job.visibility));
+    amqp_destroy_message(&msg);
+    --job.want;
+    return true;
+  }
+
+  // Decodes a message taken from `lane` and, with a visibility, holds its lease.
+  Message Accept(const Lane& lane, uint64_t tag, bool redelivered, const amqp_message_t& msg,
+                 std::optional<std::chrono::milliseconds> visibility) {
+    Message m = Decode(msg, redelivered);
+    if (visibility) {
+      auto& held = leases_[lane.queue];
+      if (auto dup = held.find(m.id); dup != held.end()) {
+        // A second copy of a message we hold (a republish raced a broker requeue): keep one.
+        amqp_basic_ack(conn_, kChannel, dup->second.tag, 0);
+      }
+      held[m.id] = Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
+      next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
+    }
+    return m;
+  }
+
+  // Jobs whose gets failed: those that took nothing get the error; what the others took is
+  // gone from the broker (no_ack) or requeued with the connection, so they answer with it.
+  static void Abandon(const std::vector<StagedGet*>& jobs, const Error& error) {
+    for (auto* j : jobs) {
+      if (j->got.empty() && !j->error) j->error = error;
+    }
+  }
+  static void Answer(std::vector<StagedGet>& jobs) {
+    for (auto& j : jobs) {
+      if (j.error) {
+        j.done->Complete(Fail(std::move(*j.error)));
+      } else {
+        j.done->Complete(std::move(j.got));
+      }
+    }
   }
 
   // Ends a lease without an ack: after the last attempt the broker dead-letters it (reject →
@@ -989,6 +1094,7 @@ class AmqpQueueBackend final : public QueueBackend {
   bool tx_open_ = false;   // kTxChannel is open and in tx mode
   std::set<std::string> declared_;
   std::vector<Staged> staged_;
+  std::vector<StagedGet> gets_;
   std::unordered_map<std::string, std::unordered_map<std::string, Lease>> leases_;
   Clock::time_point next_expiry_ = Clock::time_point::max();
   std::unordered_map<std::string, std::map<std::string, int64_t>> delay_queues_;
