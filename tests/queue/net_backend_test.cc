@@ -559,6 +559,31 @@ TEST_P(AmqpNetQueueTest, BatchFailingPartWayStoresNothing) {
   for (size_t i = 0; i < 3; ++i) EXPECT_EQ(got[i].id, ids[i]);
   EXPECT_EQ(Len(q).ready, 0u);
 }
+
+// A single push over max_message_size is refused alone: the lease another consumer holds stays
+// (it is not requeued and redelivered), and the next push works.
+TEST_P(AmqpNetQueueTest, RefusedSinglePushKeepsOtherLeases) {
+  const char* max = std::getenv("MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE");
+  if (max == nullptr) GTEST_SKIP() << "MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE is not set";
+  auto q = Unique("single");
+  auto held = Push(q, {Msg("\"held\"")});
+  ASSERT_EQ(Pop(q, Lease(30s)).size(), 1u);
+  std::string too_big = "\"" + std::string(std::stoul(max) + (1 << 20), 'x') + "\"";
+  auto refused = Await(backend_->Push(q, {Msg(too_big)}));
+  ASSERT_FALSE(refused) << "a message over max_message_size was stored";
+  EXPECT_EQ(refused.error().code, ErrorCode::kPayloadTooLarge) << refused.error().message;
+  auto len = Len(q);
+  EXPECT_EQ(len.ready, 0u) << "the lease was requeued";
+  EXPECT_EQ(len.leased, 1u);
+  EXPECT_TRUE(Pop(q, Now()).empty());
+  auto acked = Await(backend_->Ack(q, "", held[0]));
+  EXPECT_TRUE(acked) << acked.error().message;
+  auto after = Push(q, {Msg("\"after\"")});
+  auto got = Pop(q, Now());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, after[0]);
+  EXPECT_EQ(got[0].attempts, 1u);
+}
 #endif
 
 INSTANTIATE_TEST_SUITE_P(Servers, NetQueueTest,

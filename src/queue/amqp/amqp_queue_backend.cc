@@ -37,8 +37,9 @@ constexpr auto kTick = 50ms;  // lease expiry granularity
 constexpr auto kQueuedGetBudget = 150ms;
 constexpr int kConnectTimeoutS = 3;
 constexpr int kRpcTimeoutS = 10;
-constexpr amqp_channel_t kChannel = 1;    // confirm mode: everything but batch pushes
-constexpr amqp_channel_t kTxChannel = 2;  // tx mode (a channel cannot be in both): batch pushes
+constexpr amqp_channel_t kChannel = 1;     // confirm mode: publishes, declarations
+constexpr amqp_channel_t kTxChannel = 2;   // tx mode (a channel cannot be in both): batch pushes
+constexpr amqp_channel_t kGetChannel = 3;  // basic.get and the ack/reject of what it leased
 constexpr size_t kMaxQueuedJobs = 10000;
 constexpr int64_t kDelayQueueIdleMs = 60000;
 constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
@@ -247,7 +248,7 @@ class AmqpQueueBackend final : public QueueBackend {
       }
       uint64_t tag = lease->tag;
       leases_[lane].erase(id);
-      if (int st = amqp_basic_ack(conn_, kChannel, tag, 0); st != AMQP_STATUS_OK) {
+      if (int st = amqp_basic_ack(conn_, kGetChannel, tag, 0); st != AMQP_STATUS_OK) {
         return Broken("basic.ack", amqp_error_string2(st));
       }
       return {};
@@ -447,11 +448,28 @@ class AmqpQueueBackend final : public QueueBackend {
     if (login.reply_type != AMQP_RESPONSE_NORMAL) {
       return Broken("login to vhost '" + config_.vhost + "' failed", Describe(login));
     }
+    if (auto ok = OpenConfirmChannel(); !ok) return ok;
+    amqp_channel_open(conn_, kGetChannel);
+    return Check(amqp_get_rpc_reply(conn_), "channel.open (get)");
+  }
+
+  Result<void> OpenConfirmChannel() {
     amqp_channel_open(conn_, kChannel);
     if (auto ok = Check(amqp_get_rpc_reply(conn_), "channel.open"); !ok) return ok;
     amqp_confirm_select(conn_, kChannel);
     if (auto ok = Check(amqp_get_rpc_reply(conn_), "confirm.select"); !ok) return ok;
     next_tag_ = 1;
+    return {};
+  }
+
+  // Answers the broker's channel.close of `channel`, which can then be opened again: a refusal
+  // on one channel leaves the connection, and the leases on the get channel, as they were.
+  Result<void> AcceptClose(amqp_channel_t channel) {
+    amqp_channel_close_ok_t close_ok{};
+    if (int st = amqp_send_method(conn_, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        st != AMQP_STATUS_OK) {
+      return Broken("channel.close-ok", amqp_error_string2(st));
+    }
     return {};
   }
 
@@ -461,6 +479,7 @@ class AmqpQueueBackend final : public QueueBackend {
     if (conn_ == nullptr) return;
     if (graceful) {
       if (tx_open_) amqp_channel_close(conn_, kTxChannel, AMQP_REPLY_SUCCESS);
+      amqp_channel_close(conn_, kGetChannel, AMQP_REPLY_SUCCESS);
       amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
       amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
     }
@@ -651,12 +670,17 @@ class AmqpQueueBackend final : public QueueBackend {
           for (auto it = begin; it != end; ++it) refused[*it - first_tag] = true;
         }
         waiting.erase(begin, end);
-      } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+      } else if (id == AMQP_CHANNEL_CLOSE_METHOD && frame.channel == kChannel) {
+        // A refused message (e.g. over max_message_size): what came before it may be stored,
+        // nothing after it is. The channel is reopened; the leases on the get channel stay.
         auto* c = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
-        return Broken("publish",
-                      "broker closed the channel: " + std::to_string(c->reply_code) + " " +
-                          Str(c->reply_text),
-                      CodeOf(*c));
+        Error refused{CodeOf(*c),
+                      config_.where + ": publish: broker closed the channel: " +
+                          std::to_string(c->reply_code) + " " + Str(c->reply_text),
+                      {}};
+        if (auto ok = AcceptClose(kChannel); !ok) return Fail(ok.error());
+        if (auto ok = OpenConfirmChannel(); !ok) return Fail(ok.error());
+        return Fail(std::move(refused));
       } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
         auto* c = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
         return Broken("publish", "broker closed the connection: " + std::to_string(c->reply_code) +
@@ -738,13 +762,12 @@ class AmqpQueueBackend final : public QueueBackend {
     auto r = amqp_get_rpc_reply(conn_);
     if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
       tx_open_ = false;
-      amqp_channel_close_ok_t close_ok{};
-      if (int st = amqp_send_method(conn_, kTxChannel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
-          st != AMQP_STATUS_OK) {
-        return Broken("channel.close-ok (tx)", amqp_error_string2(st));
-      }
-      return Fail(CodeOf(r), config_.where + ": the broker refused the batch (none of it was " +
-                                 "stored): " + Describe(r));
+      Error refused{
+          CodeOf(r),
+          config_.where + ": the broker refused the batch (none of it was stored): " + Describe(r),
+          {}};
+      if (auto ok = AcceptClose(kTxChannel); !ok) return ok;
+      return Fail(std::move(refused));
     }
     return Check(r, "tx.commit");
   }
@@ -909,7 +932,7 @@ class AmqpQueueBackend final : public QueueBackend {
         if (now > j->give_up) continue;
         for (size_t k = std::min(j->want, j->burst); k > 0; --k) {
           amqp_basic_get_t get{0, Bytes(j->lane.queue), j->visibility ? amqp_boolean_t{0} : 1};
-          if (int st = amqp_send_method(conn_, kChannel, AMQP_BASIC_GET_METHOD, &get);
+          if (int st = amqp_send_method(conn_, kGetChannel, AMQP_BASIC_GET_METHOD, &get);
               st != AMQP_STATUS_OK) {
             Abandon(hungry, Broken("basic.get", amqp_error_string2(st)).value());
             return Answer(jobs);
@@ -957,7 +980,7 @@ class AmqpQueueBackend final : public QueueBackend {
       return Broken("basic.get '" + job.lane.queue + "'", amqp_error_string2(st));
     }
     const auto id = frame.frame_type == AMQP_FRAME_METHOD ? frame.payload.method.id : 0;
-    if (frame.channel != kChannel && id != AMQP_CONNECTION_CLOSE_METHOD) {
+    if (frame.channel != kGetChannel && id != AMQP_CONNECTION_CLOSE_METHOD) {
       return Broken("basic.get '" + job.lane.queue + "'",
                     "unexpected frame on channel " + std::to_string(frame.channel));
     }
@@ -973,7 +996,7 @@ class AmqpQueueBackend final : public QueueBackend {
     const uint64_t tag = get_ok->delivery_tag;
     const bool redelivered = get_ok->redelivered != 0;
     amqp_message_t msg;
-    auto read = amqp_read_message(conn_, kChannel, &msg, 0);
+    auto read = amqp_read_message(conn_, kGetChannel, &msg, 0);
     if (auto ok = Check(read, "reading a message of '" + job.lane.queue + "'"); !ok) {
       return Fail(ok.error());
     }
@@ -991,7 +1014,7 @@ class AmqpQueueBackend final : public QueueBackend {
       auto& held = leases_[lane.queue];
       if (auto dup = held.find(m.id); dup != held.end()) {
         // A second copy of a message we hold (a republish raced a broker requeue): keep one.
-        amqp_basic_ack(conn_, kChannel, dup->second.tag, 0);
+        amqp_basic_ack(conn_, kGetChannel, dup->second.tag, 0);
       }
       held[m.id] = Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
       next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
@@ -1023,7 +1046,7 @@ class AmqpQueueBackend final : public QueueBackend {
   Result<void> Return(const Lane& lane, const std::string& id, const Lease& lease,
                       int64_t delay_ms) {
     if (lease.attempts >= config_.max_attempts) {
-      if (int st = amqp_basic_reject(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+      if (int st = amqp_basic_reject(conn_, kGetChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
         return Broken("basic.reject", amqp_error_string2(st));
       }
       return {};
@@ -1032,8 +1055,13 @@ class AmqpQueueBackend final : public QueueBackend {
         Route(lane.queue, false, id, lease.payload, lease.received_at, lease.attempts, delay_ms);
     if (!o) return Fail(o.error());
     std::vector<Outgoing> one{std::move(*o)};
-    if (auto ok = PublishConfirmed(one); !ok) return ok;
-    if (int st = amqp_basic_ack(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+    if (auto ok = PublishConfirmed(one); !ok) {
+      // The broker refused the copy but the connection stays: requeue the original rather than
+      // hold it unacked with no lease (it comes back redelivered, which counts this delivery).
+      if (conn_ != nullptr) amqp_basic_reject(conn_, kGetChannel, lease.tag, 1);
+      return ok;
+    }
+    if (int st = amqp_basic_ack(conn_, kGetChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
       return Broken("basic.ack", amqp_error_string2(st));
     }
     return {};
