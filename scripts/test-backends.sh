@@ -2,7 +2,7 @@
 # Starts (or stops) the real backend servers the tests use, on free loopback ports, with their
 # data under DIR. `start` prints `export VAR=VALUE` lines for the tests to eval.
 #   eval "$(scripts/test-backends.sh start /tmp/dir)"; ...; scripts/test-backends.sh stop /tmp/dir
-# Redis: one plain, one TLS-only (certificates from a throwaway CA made here).
+# Redis: one plain, one TLS-only (certificates from a throwaway CA made here, DIR/tls).
 # PostgreSQL 15: a throwaway cluster in DIR/pg (initdb + pg_ctl, run as user postgres when this
 # runs as root), fsync off, TCP on 127.0.0.1 with scram-sha-256 for user mikcar, database
 # mikcar_test. It also exports shell commands that restart, stop and start that server.
@@ -10,8 +10,10 @@
 # RabbitMQ (Debian's 3.10): a node of its own in DIR/rabbitmq (own node name, Erlang cookie,
 # epmd port, AMQP and distribution ports, all on 127.0.0.1), run as the calling user without
 # Debian's wrapper (which would switch to the rabbitmq user), user mikcar with a random
-# password. Also exports commands that stop and start the broker application (connections
-# drop, the node and its durable queues stay) for restart tests. Takes ~10 s to start.
+# password, a TLS listener (amqps, the same test CA) and max_message_size 8 MiB (tests make a
+# batch fail part-way with a bigger message). Also exports commands that stop and start the
+# broker application (connections drop, the node and its durable queues stay) for restart
+# tests. Takes ~10 s to start.
 set -euo pipefail
 cmd=$1 dir=$2
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
@@ -64,6 +66,21 @@ CONF
   fi
   cat "$pg/env"
 }
+# A throwaway CA and a server certificate for 127.0.0.1 signed by it (DIR/tls), shared by the
+# TLS servers; made once per DIR.
+make_tls() {
+  local tls=$dir/tls
+  [ -f "$tls/server.pem" ] && return
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mikcar test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" \
+    -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$tls/ext.cnf"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 2 -extfile "$tls/ext.cnf" -out "$tls/server.pem.new" 2>/dev/null
+  mv "$tls/server.pem.new" "$tls/server.pem"
+}
 # Plain and TLS Redis; a second `start` reuses both while they run (their exports are kept).
 start_redis() {
   if [ -f "$dir/redis.env" ] && kill -0 "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null \
@@ -72,7 +89,7 @@ start_redis() {
     return
   fi
   {
-    mkdir -p "$dir/redis" "$dir/rediss" "$dir/tls"
+    mkdir -p "$dir/redis" "$dir/rediss"
     port=$(free_port)
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/redis" --save '' --appendonly no \
       --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
@@ -80,13 +97,6 @@ start_redis() {
     echo "export MIKCAR_TEST_REDIS_URL=redis://127.0.0.1:$port"
 
     tls=$dir/tls
-    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mikcar test CA" \
-      -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$tls/server.key" \
-      -out "$tls/server.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$tls/ext.cnf"
-    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
-      -days 2 -extfile "$tls/ext.cnf" -out "$tls/server.pem" 2>/dev/null
     tport=$(free_port)
     redis-server --port 0 --tls-port "$tport" --bind 127.0.0.1 --tls-cert-file "$tls/server.pem" \
       --tls-key-file "$tls/server.key" --tls-ca-cert-file "$tls/ca.pem" --tls-auth-clients no \
@@ -107,12 +117,20 @@ start_rabbitmq() {
     return
   fi
   rm -rf "$rq" && mkdir -p "$rq/mnesia" "$rq/log"
-  local port dport eport pass node
-  port=$(free_port) dport=$(free_port) eport=$(free_port) pass=$(openssl rand -hex 16)
+  local port sport dport eport pass node tls=$dir/tls
+  port=$(free_port) sport=$(free_port) dport=$(free_port) eport=$(free_port)
+  pass=$(openssl rand -hex 16)
   node="mikcar-test-$port@localhost"
   openssl rand -hex 20 > "$rq/.erlang.cookie" && chmod 400 "$rq/.erlang.cookie"
   cat > "$rq/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$sport
+ssl_options.cacertfile = $tls/ca.pem
+ssl_options.certfile = $tls/server.pem
+ssl_options.keyfile = $tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
+max_message_size = 8388608
 default_user = mikcar
 default_pass = $pass
 default_vhost = /
@@ -137,6 +155,10 @@ VARS
   fi
   {
     echo "export MIKCAR_TEST_AMQP_URL=amqp://mikcar:$pass@127.0.0.1:$port/"
+    # By name: rabbitmq-c 0.11 matches the host only against the certificate's DNS names.
+    echo "export MIKCAR_TEST_AMQPS_URL=amqps://mikcar:$pass@localhost:$sport/"
+    echo "export MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE=8388608"
+    echo "export MIKCAR_TEST_CA_FILE=$tls/ca.pem"
     printf 'export MIKCAR_TEST_AMQP_STOP=%q\n' ". $rq/vars && $RMQ/rabbitmqctl -q stop_app"
     printf 'export MIKCAR_TEST_AMQP_START=%q\n' ". $rq/vars && $RMQ/rabbitmqctl -q start_app"
   } > "$rq/env"
@@ -153,6 +175,7 @@ stop_rabbitmq() {
 }
 case "$cmd" in
   start)
+    make_tls
     start_rabbitmq &
     rabbit=$!
     start_redis
@@ -169,6 +192,6 @@ case "$cmd" in
     done
     rm -f "$dir/redis.env"
     ;;
-  start-rabbitmq) start_rabbitmq ;;  # only the broker (bench/run.sh); `stop` stops it
+  start-rabbitmq) make_tls; start_rabbitmq ;;  # only the broker (bench/run.sh); `stop` stops it
   *) echo "usage: $0 start|start-rabbitmq|stop DIR" >&2; exit 2 ;;
 esac

@@ -20,6 +20,7 @@ from conftest import assert_envelope
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
 REDISS_URL = os.environ.get("MIKCAR_TEST_REDISS_URL")
 AMQP_URL = os.environ.get("MIKCAR_TEST_AMQP_URL")
+AMQPS_URL = os.environ.get("MIKCAR_TEST_AMQPS_URL")  # TLS; its CA is in MIKCAR_TEST_CA_FILE
 
 
 def backend_url(name, tmp_path):
@@ -27,7 +28,7 @@ def backend_url(name, tmp_path):
         return "memory://"
     if name == "file":
         return f"file://{tmp_path}/queue"
-    base = {"redis": REDIS_URL, "rediss": REDISS_URL, "amqp": AMQP_URL}[name]
+    base = {"redis": REDIS_URL, "rediss": REDISS_URL, "amqp": AMQP_URL, "amqps": AMQPS_URL}[name]
     if name in ("redis", "rediss"):
         sep = "&" if "?" in base else "?"
         return f"{base}{sep}prefix=mikcar-test-{uuid.uuid4().hex}:"
@@ -41,15 +42,20 @@ BACKENDS = [
     pytest.param("rediss",
                  marks=pytest.mark.skipif(not REDISS_URL, reason="MIKCAR_TEST_REDISS_URL unset")),
     pytest.param("amqp", marks=pytest.mark.skipif(not AMQP_URL, reason="MIKCAR_TEST_AMQP_URL unset")),
+    pytest.param("amqps", marks=pytest.mark.skipif(not AMQPS_URL, reason="MIKCAR_TEST_AMQPS_URL unset")),
 ]
+
+
+def backend_env(name, tmp_path):
+    env = {"QUEUE_URL": backend_url(name, tmp_path)}
+    if name in ("rediss", "amqps"):
+        env["SSL_CERT_FILE"] = os.environ["MIKCAR_TEST_CA_FILE"]  # certificates are verified
+    return env
 
 
 @pytest.fixture(params=BACKENDS)
 def queue(request, start_mikcar, tmp_path):
-    env = {"QUEUE_URL": backend_url(request.param, tmp_path)}
-    if request.param == "rediss":
-        env["SSL_CERT_FILE"] = os.environ["MIKCAR_TEST_CA_FILE"]
-    m = start_mikcar(["--queue"], env=env, data_dir=str(tmp_path))
+    m = start_mikcar(["--queue"], env=backend_env(request.param, tmp_path), data_dir=str(tmp_path))
     m.backend = request.param
     return m
 
@@ -632,10 +638,8 @@ def test_shutdown_answers_long_polls_early(start_mikcar, tmp_path):
 
 @pytest.mark.parametrize("kind", BACKENDS)
 def test_max_attempts_and_dedup_window_options(start_mikcar, tmp_path, kind):
-    base = backend_url(kind, tmp_path)
-    env = {"QUEUE_URL": base + ("&" if "?" in base else "?") + "max_attempts=2&dedup_window=300ms"}
-    if kind == "rediss":
-        env["SSL_CERT_FILE"] = os.environ["MIKCAR_TEST_CA_FILE"]
+    env = backend_env(kind, tmp_path)
+    env["QUEUE_URL"] += ("&" if "?" in env["QUEUE_URL"] else "?") + "max_attempts=2&dedup_window=300ms"
     m = start_mikcar(["--queue"], env=env, data_dir=str(tmp_path))
     q = name()
     mid = push(m, q, "x")

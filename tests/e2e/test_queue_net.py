@@ -6,6 +6,7 @@ import os
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -15,6 +16,8 @@ from conftest import Mikcar, drain_queue, kill_9, push_storm_until_kill_9
 
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
 AMQP_URL = os.environ.get("MIKCAR_TEST_AMQP_URL")
+AMQPS_URL = os.environ.get("MIKCAR_TEST_AMQPS_URL")
+AMQP_MAX_MESSAGE = os.environ.get("MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE")  # the broker's max_message_size
 AMQP_STOP = os.environ.get("MIKCAR_TEST_AMQP_STOP")
 AMQP_START = os.environ.get("MIKCAR_TEST_AMQP_START")
 
@@ -148,6 +151,55 @@ def test_rabbitmq_restart_fails_in_flight_then_recovers(tmp_path):
         assert m.get("/health/ready", timeout=10).status_code == 200
     finally:
         m.stop()
+
+
+@pytest.mark.skipif(not (AMQP_URL and AMQP_MAX_MESSAGE), reason="no RabbitMQ with a known max_message_size")
+def test_rabbitmq_batch_failing_part_way_stores_nothing(tmp_path):
+    d = tmp_path / "batch"
+    d.mkdir()
+    m = Mikcar(["--queue", "--max-body", "32MiB"], env={"QUEUE_URL": AMQP_URL}, data_dir=str(d))
+    q = name("batch")
+    try:
+        assert m.post(f"/queue/push/{q}", json="before").status_code == 200
+        leased = m.get(f"/queue/pop/{q}", params={"visibility": 30}).json()["message"]
+        too_big = "x" * (int(AMQP_MAX_MESSAGE) + (1 << 20))  # the broker refuses it
+        r = m.post(f"/queue/push/{q}/batch", json={"messages": [1, 2, too_big, 4]}, timeout=30)
+        assert r.status_code == 413, r.text
+        assert "max size" in r.json()["error"]
+        assert m.get(f"/queue/len/{q}").json()["length"] == 0
+        assert m.get(f"/queue/pop/{q}").json()["message"] is None, "part of the batch was stored"
+        # The connection stayed: the lease taken before is still held and can be acked.
+        assert m.post(f"/queue/ack/{q}/{leased['id']}").status_code == 200
+        ids = m.post(f"/queue/push/{q}/batch", json={"messages": [1, 2, 4]}).json()["message_ids"]
+        got = [m.get(f"/queue/pop/{q}").json()["message"] for _ in range(4)]
+        assert [g and g["id"] for g in got] == ids + [None]
+    finally:
+        m.stop()
+
+
+@pytest.mark.skipif(not AMQPS_URL, reason="MIKCAR_TEST_AMQPS_URL unset")
+def test_amqps_refuses_a_broker_the_ca_does_not_vouch_for(tmp_path):
+    d = tmp_path / "tls"
+    d.mkdir()
+    # The system bundle does not hold the test CA that signed the broker's certificate.
+    wrong = {"QUEUE_URL": AMQPS_URL, "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    with pytest.raises(RuntimeError) as e:
+        Mikcar(["--queue"], env=wrong, data_dir=str(d))
+    port = AMQPS_URL.rsplit(":", 1)[1].strip("/")
+    assert "exited with 2" in str(e.value)
+    assert "QUEUE_URL" in str(e.value) and f"amqps localhost:{port}" in str(e.value), str(e.value)
+    assert "verif" in str(e.value), str(e.value)  # names the failed certificate check
+    assert urllib.parse.urlsplit(AMQPS_URL).password not in str(e.value)
+    # The same broker through the right CA works; ?insecure=true skips the check.
+    for env in ({"QUEUE_URL": AMQPS_URL, "SSL_CERT_FILE": os.environ["MIKCAR_TEST_CA_FILE"]},
+                dict(wrong, QUEUE_URL=AMQPS_URL + "?insecure=true")):
+        m = Mikcar(["--queue"], env=env, data_dir=str(d))
+        try:
+            q = name("tls")
+            mid = m.post(f"/queue/push/{q}", json="over tls").json()["message_id"]
+            assert m.get(f"/queue/pop/{q}").json()["message"]["id"] == mid
+        finally:
+            m.stop()
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="MIKCAR_TEST_REDIS_URL unset")

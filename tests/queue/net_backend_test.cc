@@ -81,19 +81,21 @@ class NetQueueTest : public ::testing::TestWithParam<Param> {
     if (backend_) backend_->Close();
   }
 
+  bool IsAmqp() const { return GetParam().name.starts_with("amqp"); }
+
   std::unique_ptr<QueueBackend> Open(std::string query) {
     std::string url = base_url_;
     url += url.find('?') == std::string::npos ? '?' : '&';
-    if (GetParam().name != "amqp") url += "prefix=" + prefix_ + "&";
+    if (!IsAmqp()) url += "prefix=" + prefix_ + "&";
     url += query;
     auto uri = ParseUri(url);
     EXPECT_TRUE(uri) << uri.error().message;
     Result<std::unique_ptr<QueueBackend>> b = Fail(ErrorCode::kInternal, "not compiled in");
 #ifdef MIKCAR_WITH_QUEUE_REDIS
-    if (GetParam().name != "amqp") b = OpenRedisQueueBackend(*uri);
+    if (!IsAmqp()) b = OpenRedisQueueBackend(*uri);
 #endif
 #ifdef MIKCAR_WITH_QUEUE_AMQP
-    if (GetParam().name == "amqp") b = OpenAmqpQueueBackend(*uri);
+    if (IsAmqp()) b = OpenAmqpQueueBackend(*uri);
 #endif
     EXPECT_TRUE(b) << b.error().message;
     return b ? std::move(*b) : nullptr;
@@ -526,15 +528,81 @@ TEST_P(RedisNetQueueTest, PopWhoseReplyIsLateLosesNothing) {
 }
 #endif
 
+#ifdef MIKCAR_WITH_QUEUE_AMQP
+// RabbitMQ refuses a message over its max_message_size (the test broker's is in
+// MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE) by closing the channel. A batch with such a message in the
+// middle stores none of its messages, and the backend keeps its connection and the leases on it.
+class AmqpNetQueueTest : public NetQueueTest {};
+
+TEST_P(AmqpNetQueueTest, BatchFailingPartWayStoresNothing) {
+  const char* max = std::getenv("MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE");
+  if (max == nullptr) GTEST_SKIP() << "MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE is not set";
+  auto q = Unique("atomic");
+  auto held = Push(q, {Msg("\"held\"")});
+  auto leased = Pop(q, Lease(30s));
+  ASSERT_EQ(leased.size(), 1u);
+  std::string too_big = "\"" + std::string(std::stoul(max) + (1 << 20), 'x') + "\"";
+  auto refused = Await(backend_->Push(q, {Msg("1"), Msg("2"), Msg(too_big), Msg("4")}));
+  ASSERT_FALSE(refused) << "a batch with a message over max_message_size was stored";
+  EXPECT_EQ(refused.error().code, ErrorCode::kPayloadTooLarge) << refused.error().message;
+  auto len = Len(q);
+  EXPECT_EQ(len.ready, 0u);
+  EXPECT_EQ(len.leased, 1u);
+  EXPECT_TRUE(Pop(q, Now(10)).empty());
+  auto acked = Await(backend_->Ack(q, "", held[0]));
+  EXPECT_TRUE(acked) << acked.error().message;
+  // The same batch without the big message is stored whole, in order.
+  auto ids = Push(q, {Msg("1"), Msg("2"), Msg("4")});
+  ASSERT_EQ(ids.size(), 3u);
+  auto got = Pop(q, Now(10));
+  ASSERT_EQ(got.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(got[i].id, ids[i]);
+  EXPECT_EQ(Len(q).ready, 0u);
+}
+
+// A single push over max_message_size is refused alone: the lease another consumer holds stays
+// (it is not requeued and redelivered), and the next push works.
+TEST_P(AmqpNetQueueTest, RefusedSinglePushKeepsOtherLeases) {
+  const char* max = std::getenv("MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE");
+  if (max == nullptr) GTEST_SKIP() << "MIKCAR_TEST_AMQP_MAX_MESSAGE_SIZE is not set";
+  auto q = Unique("single");
+  auto held = Push(q, {Msg("\"held\"")});
+  ASSERT_EQ(Pop(q, Lease(30s)).size(), 1u);
+  std::string too_big = "\"" + std::string(std::stoul(max) + (1 << 20), 'x') + "\"";
+  auto refused = Await(backend_->Push(q, {Msg(too_big)}));
+  ASSERT_FALSE(refused) << "a message over max_message_size was stored";
+  EXPECT_EQ(refused.error().code, ErrorCode::kPayloadTooLarge) << refused.error().message;
+  auto len = Len(q);
+  EXPECT_EQ(len.ready, 0u) << "the lease was requeued";
+  EXPECT_EQ(len.leased, 1u);
+  EXPECT_TRUE(Pop(q, Now()).empty());
+  auto acked = Await(backend_->Ack(q, "", held[0]));
+  EXPECT_TRUE(acked) << acked.error().message;
+  auto after = Push(q, {Msg("\"after\"")});
+  auto got = Pop(q, Now());
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].id, after[0]);
+  EXPECT_EQ(got[0].attempts, 1u);
+}
+#endif
+
 INSTANTIATE_TEST_SUITE_P(Servers, NetQueueTest,
                          ::testing::Values(Param{"redis", "MIKCAR_TEST_REDIS_URL"},
                                            Param{"rediss", "MIKCAR_TEST_REDISS_URL"},
-                                           Param{"amqp", "MIKCAR_TEST_AMQP_URL"}),
+                                           Param{"amqp", "MIKCAR_TEST_AMQP_URL"},
+                                           Param{"amqps", "MIKCAR_TEST_AMQPS_URL"}),
                          [](const auto& info) { return info.param.name; });
 INSTANTIATE_TEST_SUITE_P(Servers, RedisNetQueueTest,
                          ::testing::Values(Param{"redis", "MIKCAR_TEST_REDIS_URL"},
                                            Param{"rediss", "MIKCAR_TEST_REDISS_URL"}),
                          [](const auto& info) { return info.param.name; });
+
+#ifdef MIKCAR_WITH_QUEUE_AMQP
+INSTANTIATE_TEST_SUITE_P(Servers, AmqpNetQueueTest,
+                         ::testing::Values(Param{"amqp", "MIKCAR_TEST_AMQP_URL"},
+                                           Param{"amqps", "MIKCAR_TEST_AMQPS_URL"}),
+                         [](const auto& info) { return info.param.name; });
+#endif
 
 }  // namespace
 }  // namespace mikcar::queue

@@ -37,7 +37,9 @@ constexpr auto kTick = 50ms;  // lease expiry granularity
 constexpr auto kQueuedGetBudget = 150ms;
 constexpr int kConnectTimeoutS = 3;
 constexpr int kRpcTimeoutS = 10;
-constexpr amqp_channel_t kChannel = 1;
+constexpr amqp_channel_t kChannel = 1;     // confirm mode: publishes, declarations
+constexpr amqp_channel_t kTxChannel = 2;   // tx mode (a channel cannot be in both): batch pushes
+constexpr amqp_channel_t kGetChannel = 3;  // basic.get and the ack/reject of what it leased
 constexpr size_t kMaxQueuedJobs = 10000;
 constexpr int64_t kDelayQueueIdleMs = 60000;
 constexpr int64_t kDefaultDedupWindowMs = 5 * 60 * 1000;
@@ -126,10 +128,17 @@ std::string Describe(const amqp_rpc_reply_t& r) {
 }
 
 // A channel-level refusal (404, 406 …) is the request's fault or a conflicting declaration;
-// anything else means the broker went away.
+// RabbitMQ refuses a message over its max_message_size with 406 "message size N is larger than
+// configured max size M".
+ErrorCode CodeOf(const amqp_channel_close_t& close) {
+  return Str(close.reply_text).find("larger than configured max size") != std::string::npos
+             ? ErrorCode::kPayloadTooLarge
+             : ErrorCode::kBackend;
+}
+// Anything but a channel-level refusal means the broker went away.
 ErrorCode CodeOf(const amqp_rpc_reply_t& r) {
   return r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD
-             ? ErrorCode::kBackend
+             ? CodeOf(*static_cast<amqp_channel_close_t*>(r.reply.decoded))
              : ErrorCode::kUnavailable;
 }
 
@@ -182,10 +191,22 @@ struct Outgoing {
   int64_t expiration_ms = 0;
 };
 
-// Messages a push or publish job has prepared; `finish` runs after the batch's confirms.
+// Messages a push or publish job has prepared; `finish` runs once the broker has them (or not).
 struct Staged {
   std::vector<Outgoing> messages;
   std::function<void(Result<void>)> finish;
+};
+
+// A receive job's basic.gets, pipelined with those of the other jobs of its round.
+struct StagedGet {
+  Lane lane;
+  size_t want = 0;   // messages still wanted
+  size_t burst = 1;  // gets to send in the next round (doubles while all return messages)
+  std::optional<std::chrono::milliseconds> visibility;
+  Clock::time_point give_up;
+  std::vector<Message> got;
+  std::optional<Error> error;
+  std::shared_ptr<Completion<std::vector<Message>>> done;
 };
 
 class AmqpQueueBackend final : public QueueBackend {
@@ -227,7 +248,7 @@ class AmqpQueueBackend final : public QueueBackend {
       }
       uint64_t tag = lease->tag;
       leases_[lane].erase(id);
-      if (int st = amqp_basic_ack(conn_, kChannel, tag, 0); st != AMQP_STATUS_OK) {
+      if (int st = amqp_basic_ack(conn_, kGetChannel, tag, 0); st != AMQP_STATUS_OK) {
         return Broken("basic.ack", amqp_error_string2(st));
       }
       return {};
@@ -364,11 +385,10 @@ class AmqpQueueBackend final : public QueueBackend {
       // takes nothing: the answer could arrive after the request gave up, and a message taken
       // without a lease would be lost.
       const auto give_up = std::max(wait_until, Clock::now()) + kQueuedGetBudget;
-      auto job = [this, lane, n, visibility, give_up]() -> Result<std::vector<Message>> {
-        if (Clock::now() > give_up) return std::vector<Message>{};
-        return DoGet(lane, n, visibility);
+      auto job = [this, lane, n, visibility, give_up](auto done) {
+        StageGet(lane, n, visibility, give_up, std::move(done));
       };
-      co_return co_await Submit<std::vector<Message>>(std::move(job));
+      co_return co_await SubmitWith<std::vector<Message>>(std::move(job));
     };
     co_return co_await PollReceive(wake_, std::move(key), receive, kPoll, draining_, fetch);
   }
@@ -387,6 +407,7 @@ class AmqpQueueBackend final : public QueueBackend {
       ExpireLeases();
       for (auto& job : batch) job();
       FlushStaged();
+      FlushGets();
       if (conn_ != nullptr) amqp_maybe_release_buffers(conn_);
       lock.lock();
       if (stopping && jobs_.empty()) break;
@@ -427,6 +448,12 @@ class AmqpQueueBackend final : public QueueBackend {
     if (login.reply_type != AMQP_RESPONSE_NORMAL) {
       return Broken("login to vhost '" + config_.vhost + "' failed", Describe(login));
     }
+    if (auto ok = OpenConfirmChannel(); !ok) return ok;
+    amqp_channel_open(conn_, kGetChannel);
+    return Check(amqp_get_rpc_reply(conn_), "channel.open (get)");
+  }
+
+  Result<void> OpenConfirmChannel() {
     amqp_channel_open(conn_, kChannel);
     if (auto ok = Check(amqp_get_rpc_reply(conn_), "channel.open"); !ok) return ok;
     amqp_confirm_select(conn_, kChannel);
@@ -435,16 +462,30 @@ class AmqpQueueBackend final : public QueueBackend {
     return {};
   }
 
+  // Answers the broker's channel.close of `channel`, which can then be opened again: a refusal
+  // on one channel leaves the connection, and the leases on the get channel, as they were.
+  Result<void> AcceptClose(amqp_channel_t channel) {
+    amqp_channel_close_ok_t close_ok{};
+    if (int st = amqp_send_method(conn_, channel, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+        st != AMQP_STATUS_OK) {
+      return Broken("channel.close-ok", amqp_error_string2(st));
+    }
+    return {};
+  }
+
   // Drops the connection. The broker requeues every unacked delivery, so our leases are void:
   // those messages come back (redelivered) — the documented at-least-once case.
   void Disconnect(bool graceful) {
     if (conn_ == nullptr) return;
     if (graceful) {
+      if (tx_open_) amqp_channel_close(conn_, kTxChannel, AMQP_REPLY_SUCCESS);
+      amqp_channel_close(conn_, kGetChannel, AMQP_REPLY_SUCCESS);
       amqp_channel_close(conn_, kChannel, AMQP_REPLY_SUCCESS);
       amqp_connection_close(conn_, AMQP_REPLY_SUCCESS);
     }
     amqp_destroy_connection(conn_);
     conn_ = nullptr;
+    tx_open_ = false;
     leases_.clear();
     declared_.clear();
   }
@@ -556,6 +597,35 @@ class AmqpQueueBackend final : public QueueBackend {
             {}};
   }
 
+  // Sends one persistent message on `channel` (no wait for the broker).
+  Result<void> PublishOne(amqp_channel_t channel, const Outgoing& m) {
+    amqp_basic_properties_t props{};
+    props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
+                   AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+    props.content_type = amqp_cstring_bytes("application/json");
+    props.delivery_mode = 2;  // persistent
+    props.message_id = Bytes(m.id);
+    props.timestamp = static_cast<uint64_t>(m.received_at / 1000);
+    amqp_table_entry_t headers[2];
+    headers[0].key = amqp_cstring_bytes(kAttemptsHeader);
+    headers[0].value.kind = AMQP_FIELD_KIND_I64;
+    headers[0].value.value.i64 = m.attempts;
+    headers[1].key = amqp_cstring_bytes(kReceivedHeader);
+    headers[1].value.kind = AMQP_FIELD_KIND_I64;
+    headers[1].value.value.i64 = m.received_at;
+    props.headers = amqp_table_t{2, headers};
+    std::string expiration;
+    if (m.expiration_ms > 0) {
+      expiration = std::to_string(m.expiration_ms);
+      props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+      props.expiration = Bytes(expiration);
+    }
+    int st = amqp_basic_publish(conn_, channel, Bytes(m.exchange), Bytes(m.routing_key), 0, 0,
+                                &props, Bytes(m.payload));
+    if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
+    return {};
+  }
+
   // Publishes `messages` and waits for every publisher confirm; returns, per message, whether
   // the broker refused it (basic.nack). One wait covers them all: the broker confirms a batch
   // with one disk sync, which is what makes concurrent pushes fast.
@@ -564,31 +634,7 @@ class AmqpQueueBackend final : public QueueBackend {
     const uint64_t first_tag = next_tag_;
     std::set<uint64_t> waiting;
     for (const auto& m : messages) {
-      amqp_basic_properties_t props{};
-      props._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG |
-                     AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_HEADERS_FLAG |
-                     AMQP_BASIC_TIMESTAMP_FLAG;
-      props.content_type = amqp_cstring_bytes("application/json");
-      props.delivery_mode = 2;  // persistent
-      props.message_id = Bytes(m.id);
-      props.timestamp = static_cast<uint64_t>(m.received_at / 1000);
-      amqp_table_entry_t headers[2];
-      headers[0].key = amqp_cstring_bytes(kAttemptsHeader);
-      headers[0].value.kind = AMQP_FIELD_KIND_I64;
-      headers[0].value.value.i64 = m.attempts;
-      headers[1].key = amqp_cstring_bytes(kReceivedHeader);
-      headers[1].value.kind = AMQP_FIELD_KIND_I64;
-      headers[1].value.value.i64 = m.received_at;
-      props.headers = amqp_table_t{2, headers};
-      std::string expiration;
-      if (m.expiration_ms > 0) {
-        expiration = std::to_string(m.expiration_ms);
-        props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        props.expiration = Bytes(expiration);
-      }
-      int st = amqp_basic_publish(conn_, kChannel, Bytes(m.exchange), Bytes(m.routing_key), 0, 0,
-                                  &props, Bytes(m.payload));
-      if (st != AMQP_STATUS_OK) return Broken("basic.publish", amqp_error_string2(st));
+      if (auto ok = PublishOne(kChannel, m); !ok) return Fail(ok.error());
       waiting.insert(next_tag_++);
     }
     while (!waiting.empty()) {
@@ -624,12 +670,17 @@ class AmqpQueueBackend final : public QueueBackend {
           for (auto it = begin; it != end; ++it) refused[*it - first_tag] = true;
         }
         waiting.erase(begin, end);
-      } else if (id == AMQP_CHANNEL_CLOSE_METHOD) {
+      } else if (id == AMQP_CHANNEL_CLOSE_METHOD && frame.channel == kChannel) {
+        // A refused message (e.g. over max_message_size): what came before it may be stored,
+        // nothing after it is. The channel is reopened; the leases on the get channel stay.
         auto* c = static_cast<amqp_channel_close_t*>(frame.payload.method.decoded);
-        return Broken("publish",
-                      "broker closed the channel: " + std::to_string(c->reply_code) + " " +
-                          Str(c->reply_text),
-                      ErrorCode::kBackend);
+        Error refused{CodeOf(*c),
+                      config_.where + ": publish: broker closed the channel: " +
+                          std::to_string(c->reply_code) + " " + Str(c->reply_text),
+                      {}};
+        if (auto ok = AcceptClose(kChannel); !ok) return Fail(ok.error());
+        if (auto ok = OpenConfirmChannel(); !ok) return Fail(ok.error());
+        return Fail(std::move(refused));
       } else if (id == AMQP_CONNECTION_CLOSE_METHOD) {
         auto* c = static_cast<amqp_connection_close_t*>(frame.payload.method.decoded);
         return Broken("publish", "broker closed the connection: " + std::to_string(c->reply_code) +
@@ -639,17 +690,27 @@ class AmqpQueueBackend final : public QueueBackend {
     return refused;
   }
 
-  // Publishes what the jobs of one batch staged, with one wait for all their confirms, and
-  // completes each job.
+  // Publishes what the jobs of one round staged and completes each job: single messages with
+  // one wait for all their confirms, then each batch push in a transaction of its own.
   void FlushStaged() {
     if (staged_.empty()) return;
-    auto staged = std::move(staged_);
+    std::vector<Staged> singles, batches;
+    for (auto& s : staged_) (s.messages.size() > 1 ? batches : singles).push_back(std::move(s));
     staged_.clear();
-    if (conn_ == nullptr) {  // a later job of the batch lost the connection: nothing was sent
-      for (auto& s : staged) {
-        s.finish(Fail(ErrorCode::kUnavailable,
-                      config_.where + ": connection lost before the message was published"));
-      }
+    FlushConfirmed(singles);
+    for (auto& b : batches) b.finish(PublishAtomically(b.messages));
+  }
+
+  Error LostBeforePublish() const {
+    return {ErrorCode::kUnavailable,
+            config_.where + ": connection lost before the message was published",
+            {}};
+  }
+
+  void FlushConfirmed(std::vector<Staged>& staged) {
+    if (staged.empty()) return;
+    if (conn_ == nullptr) {  // a later job of the round lost the connection: nothing was sent
+      for (auto& s : staged) s.finish(Fail(LostBeforePublish()));
       return;
     }
     std::vector<Outgoing> all;
@@ -676,6 +737,39 @@ class AmqpQueueBackend final : public QueueBackend {
         staged[i].finish({});
       }
     }
+  }
+
+  // Publishes `messages` in one transaction on the tx channel, so a batch push is stored whole
+  // or not at all. RabbitMQ routes none of them before tx.commit and answers commit-ok only
+  // once they are in their queues, persistent messages in durable queues on disk (its docs:
+  // "responsibility transfer / durability on commit"). A message it refuses (too big, an
+  // unknown exchange …) closes the channel, which discards the transaction; the connection,
+  // and the leases held on it, stay. A connection lost during the commit leaves the outcome
+  // unknown, as a lost confirm does.
+  Result<void> PublishAtomically(const std::vector<Outgoing>& messages) {
+    if (conn_ == nullptr) return Fail(LostBeforePublish());
+    if (!tx_open_) {
+      amqp_channel_open(conn_, kTxChannel);
+      if (auto ok = Check(amqp_get_rpc_reply(conn_), "channel.open (tx)"); !ok) return ok;
+      amqp_tx_select(conn_, kTxChannel);
+      if (auto ok = Check(amqp_get_rpc_reply(conn_), "tx.select"); !ok) return ok;
+      tx_open_ = true;
+    }
+    for (const auto& m : messages) {
+      if (auto ok = PublishOne(kTxChannel, m); !ok) return ok;
+    }
+    amqp_tx_commit(conn_, kTxChannel);
+    auto r = amqp_get_rpc_reply(conn_);
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      tx_open_ = false;
+      Error refused{
+          CodeOf(r),
+          config_.where + ": the broker refused the batch (none of it was stored): " + Describe(r),
+          {}};
+      if (auto ok = AcceptClose(kTxChannel); !ok) return ok;
+      return Fail(std::move(refused));
+    }
+    return Check(r, "tx.commit");
   }
 
   // A dedup id seen in the window: the first message's id. Process-local (see README.md).
@@ -722,8 +816,8 @@ class AmqpQueueBackend final : public QueueBackend {
     return o;
   }
 
-  // Prepares a push (declares, dedup, routing) and stages its messages for the batch's
-  // publish; `done` completes after their confirms. Dedup ids are remembered at once (so a
+  // Prepares a push (declares, dedup, routing) and stages its messages for the round's
+  // publish; `done` completes once the broker has them. Dedup ids are remembered at once (so a
   // duplicate in the same batch is caught) and forgotten again if the publish fails.
   void StagePush(const std::string& queue, const std::vector<NewMessage>& messages,
                  std::shared_ptr<Completion<std::vector<std::string>>> done) {
@@ -812,44 +906,137 @@ class AmqpQueueBackend final : public QueueBackend {
     return m;
   }
 
-  Result<std::vector<Message>> DoGet(const Lane& lane, size_t n,
-                                     std::optional<std::chrono::milliseconds> visibility) {
-    if (auto ok = Ensure(); !ok) return Fail(ok.error());
-    if (auto ok = DeclareLane(lane); !ok) return Fail(ok.error());
-    std::vector<Message> out;
-    for (size_t i = 0; i < n; ++i) {
-      auto r = amqp_basic_get(conn_, kChannel, Bytes(lane.queue), visibility ? 0 : 1);
-      if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        auto failed = Check(r, "basic.get '" + lane.queue + "'");
-        if (out.empty()) return Fail(failed.error());
-        break;  // what we took is gone from the broker (no_ack) or requeued: return it
-      }
-      if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) break;
-      auto* ok = static_cast<amqp_basic_get_ok_t*>(r.reply.decoded);
-      const uint64_t tag = ok->delivery_tag;
-      const bool redelivered = ok->redelivered != 0;
-      amqp_message_t msg;
-      auto read = amqp_read_message(conn_, kChannel, &msg, 0);
-      if (read.reply_type != AMQP_RESPONSE_NORMAL) {
-        auto failed = Check(read, "reading a message of '" + lane.queue + "'");
-        if (out.empty()) return Fail(failed.error());
-        break;
-      }
-      Message m = Decode(msg, redelivered);
-      amqp_destroy_message(&msg);
-      if (visibility) {
-        auto& held = leases_[lane.queue];
-        if (auto dup = held.find(m.id); dup != held.end()) {
-          // A second copy of a message we hold (a republish raced a broker requeue): keep one.
-          amqp_basic_ack(conn_, kChannel, dup->second.tag, 0);
+  void StageGet(const Lane& lane, size_t n, std::optional<std::chrono::milliseconds> visibility,
+                Clock::time_point give_up, std::shared_ptr<Completion<std::vector<Message>>> done) {
+    if (Clock::now() > give_up) return done->Complete(std::vector<Message>{});
+    if (auto ok = Ensure(); !ok) return done->Complete(Fail(ok.error()));
+    if (auto ok = DeclareLane(lane); !ok) return done->Complete(Fail(ok.error()));
+    gets_.push_back(StagedGet{lane, n, 1, visibility, give_up, {}, {}, std::move(done)});
+  }
+
+  // Runs the basic.gets of one round's receive jobs, pipelined: every job's gets are sent
+  // before the first reply is read (the broker answers them in order on the channel), so a
+  // round costs one round trip, not one per job. A job wanting several messages sends one get,
+  // then twice as many each round while all of them return a message, and stops at the first
+  // get-empty. A job whose give_up has passed sends nothing more (what it has is answered).
+  void FlushGets() {
+    if (gets_.empty()) return;
+    auto jobs = std::move(gets_);
+    gets_.clear();
+    std::vector<StagedGet*> hungry;
+    for (auto& j : jobs) hungry.push_back(&j);
+    while (!hungry.empty() && conn_ != nullptr) {
+      const auto now = Clock::now();
+      std::vector<StagedGet*> sent;  // one entry per basic.get, in order
+      for (auto* j : hungry) {
+        if (now > j->give_up) continue;
+        for (size_t k = std::min(j->want, j->burst); k > 0; --k) {
+          amqp_basic_get_t get{0, Bytes(j->lane.queue), j->visibility ? amqp_boolean_t{0} : 1};
+          if (int st = amqp_send_method(conn_, kGetChannel, AMQP_BASIC_GET_METHOD, &get);
+              st != AMQP_STATUS_OK) {
+            Abandon(hungry, Broken("basic.get", amqp_error_string2(st)).value());
+            return Answer(jobs);
+          }
+          sent.push_back(j);
         }
-        held[m.id] =
-            Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
-        next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
       }
-      out.push_back(std::move(m));
+      std::set<StagedGet*> emptied;
+      for (size_t i = 0; i < sent.size(); ++i) {
+        auto* j = sent[i];
+        auto taken = ReadGetReply(*j);
+        if (!taken) {
+          Abandon(std::vector<StagedGet*>(sent.begin() + i, sent.end()), taken.error());
+          return Answer(jobs);
+        }
+        if (!*taken) emptied.insert(j);
+      }
+      std::vector<StagedGet*> next;
+      for (auto* j : hungry) {
+        if (j->want == 0 || emptied.contains(j) || Clock::now() > j->give_up) continue;
+        j->burst *= 2;
+        next.push_back(j);
+      }
+      hungry = std::move(next);
     }
-    return out;
+    if (!hungry.empty()) {  // a publish of this round lost the connection
+      Abandon(hungry, {ErrorCode::kUnavailable,
+                       config_.where + ": connection lost before basic.get was sent",
+                       {}});
+    }
+    Answer(jobs);
+  }
+
+  // Reads the reply to one pipelined basic.get of `job`; true when it carried a message.
+  Result<bool> ReadGetReply(StagedGet& job) {
+    amqp_frame_t frame;
+    timeval timeout{kRpcTimeoutS, 0};
+    int st = amqp_simple_wait_frame_noblock(conn_, &frame, &timeout);
+    if (st == AMQP_STATUS_TIMEOUT) {
+      return Broken("basic.get '" + job.lane.queue + "'",
+                    "no reply within " + std::to_string(kRpcTimeoutS) + " s",
+                    ErrorCode::kBackendTimeout);
+    }
+    if (st != AMQP_STATUS_OK) {
+      return Broken("basic.get '" + job.lane.queue + "'", amqp_error_string2(st));
+    }
+    const auto id = frame.frame_type == AMQP_FRAME_METHOD ? frame.payload.method.id : 0;
+    if (frame.channel != kGetChannel && id != AMQP_CONNECTION_CLOSE_METHOD) {
+      return Broken("basic.get '" + job.lane.queue + "'",
+                    "unexpected frame on channel " + std::to_string(frame.channel));
+    }
+    if (id == AMQP_BASIC_GET_EMPTY_METHOD) return false;
+    if (id != AMQP_BASIC_GET_OK_METHOD) {  // channel.close (a 404 …), connection.close, or junk
+      amqp_rpc_reply_t r{AMQP_RESPONSE_SERVER_EXCEPTION, frame.payload.method, 0};
+      if (frame.frame_type != AMQP_FRAME_METHOD) {
+        r = {AMQP_RESPONSE_LIBRARY_EXCEPTION, {}, AMQP_STATUS_UNEXPECTED_STATE};
+      }
+      return Fail(Check(r, "basic.get '" + job.lane.queue + "'").error());
+    }
+    auto* get_ok = static_cast<amqp_basic_get_ok_t*>(frame.payload.method.decoded);
+    const uint64_t tag = get_ok->delivery_tag;
+    const bool redelivered = get_ok->redelivered != 0;
+    amqp_message_t msg;
+    auto read = amqp_read_message(conn_, kGetChannel, &msg, 0);
+    if (auto ok = Check(read, "reading a message of '" + job.lane.queue + "'"); !ok) {
+      return Fail(ok.error());
+    }
+    job.got.push_back(Accept(job.lane, tag, redelivered, msg, job.visibility));
+    amqp_destroy_message(&msg);
+    --job.want;
+    return true;
+  }
+
+  // Decodes a message taken from `lane` and, with a visibility, holds its lease.
+  Message Accept(const Lane& lane, uint64_t tag, bool redelivered, const amqp_message_t& msg,
+                 std::optional<std::chrono::milliseconds> visibility) {
+    Message m = Decode(msg, redelivered);
+    if (visibility) {
+      auto& held = leases_[lane.queue];
+      if (auto dup = held.find(m.id); dup != held.end()) {
+        // A second copy of a message we hold (a republish raced a broker requeue): keep one.
+        amqp_basic_ack(conn_, kGetChannel, dup->second.tag, 0);
+      }
+      held[m.id] = Lease{tag, Clock::now() + *visibility, m.payload, m.received_at_ms, m.attempts};
+      next_expiry_ = std::min(next_expiry_, Clock::now() + *visibility);
+    }
+    return m;
+  }
+
+  // Jobs whose gets failed: those that took nothing get the error; what the others took is
+  // gone from the broker (no_ack) or requeued with the connection, so they answer with it.
+  static void Abandon(const std::vector<StagedGet*>& jobs, const Error& error) {
+    for (auto* j : jobs) {
+      if (j->got.empty() && !j->error) j->error = error;
+    }
+  }
+  static void Answer(std::vector<StagedGet>& jobs) {
+    for (auto& j : jobs) {
+      if (j.error) {
+        j.done->Complete(Fail(std::move(*j.error)));
+      } else {
+        j.done->Complete(std::move(j.got));
+      }
+    }
   }
 
   // Ends a lease without an ack: after the last attempt the broker dead-letters it (reject →
@@ -859,7 +1046,7 @@ class AmqpQueueBackend final : public QueueBackend {
   Result<void> Return(const Lane& lane, const std::string& id, const Lease& lease,
                       int64_t delay_ms) {
     if (lease.attempts >= config_.max_attempts) {
-      if (int st = amqp_basic_reject(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+      if (int st = amqp_basic_reject(conn_, kGetChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
         return Broken("basic.reject", amqp_error_string2(st));
       }
       return {};
@@ -868,8 +1055,13 @@ class AmqpQueueBackend final : public QueueBackend {
         Route(lane.queue, false, id, lease.payload, lease.received_at, lease.attempts, delay_ms);
     if (!o) return Fail(o.error());
     std::vector<Outgoing> one{std::move(*o)};
-    if (auto ok = PublishConfirmed(one); !ok) return ok;
-    if (int st = amqp_basic_ack(conn_, kChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
+    if (auto ok = PublishConfirmed(one); !ok) {
+      // The broker refused the copy but the connection stays: requeue the original rather than
+      // hold it unacked with no lease (it comes back redelivered, which counts this delivery).
+      if (conn_ != nullptr) amqp_basic_reject(conn_, kGetChannel, lease.tag, 1);
+      return ok;
+    }
+    if (int st = amqp_basic_ack(conn_, kGetChannel, lease.tag, 0); st != AMQP_STATUS_OK) {
       return Broken("basic.ack", amqp_error_string2(st));
     }
     return {};
@@ -927,8 +1119,10 @@ class AmqpQueueBackend final : public QueueBackend {
   bool closing_ = false;
   amqp_connection_state_t conn_ = nullptr;
   uint64_t next_tag_ = 1;  // the next publish's sequence number on the confirm channel
+  bool tx_open_ = false;   // kTxChannel is open and in tx mode
   std::set<std::string> declared_;
   std::vector<Staged> staged_;
+  std::vector<StagedGet> gets_;
   std::unordered_map<std::string, std::unordered_map<std::string, Lease>> leases_;
   Clock::time_point next_expiry_ = Clock::time_point::max();
   std::unordered_map<std::string, std::map<std::string, int64_t>> delay_queues_;
