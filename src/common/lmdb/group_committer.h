@@ -5,11 +5,9 @@
 // is in flight shares the next transaction and its fsync. A closure validates before it writes, so
 // a refused write changes nothing and shares the batch safely; an LMDB failure aborts the batch. A
 // write's awaitable completes only after the commit is on disk, so a 200 built on it survives kill
-// -9 and power loss. Commits are pipelined: a commit fsyncs its data pages and writes its meta page
-// unsynced; a second thread (the syncer) fsyncs that meta page and only then completes the batch,
-// while the writer already builds and fsyncs the next commit. So the two fsyncs LMDB needs per
-// commit overlap instead of following each other. (Readers may see a commit a moment before it is
-// durable, as with LMDB's own ordering.)
+// -9 and power loss. Commits are pipelined: a commit fsyncs its data, and its meta page reaches the
+// disk with the next commit's fsync, so under load each batch costs one fsync, not LMDB's usual
+// two. (Readers may see a commit a moment before it is durable, as with LMDB's own ordering.)
 //
 // The map grows on MDB_MAP_FULL (the batch is retried after the resize). An optional periodic
 // task (the TTL sweeper) runs on the writer thread between batches. Thread-safe.
@@ -102,7 +100,6 @@ class GroupCommitter {
   GroupCommitter() = default;
   void Enqueue(Op op);
   void WriterLoop();
-  void SyncerLoop();
   Result<void> CommitBatch(std::vector<Op>& batch);
   Result<void> Grow();
 
@@ -117,13 +114,6 @@ class GroupCommitter {
   std::deque<Op> queue_;
   bool closing_ = false;
   std::thread writer_;
-
-  // Committed batches whose meta page is not yet on disk, for the syncer thread.
-  std::mutex sync_mu_;
-  std::condition_variable sync_cv_;
-  std::vector<Op> unsynced_;
-  bool writer_done_ = false;
-  std::thread syncer_;
 
   std::chrono::milliseconds period_{0};
   std::function<bool(MDB_txn*)> periodic_;
