@@ -11,17 +11,41 @@
 namespace mikcar::sql {
 
 struct LibPq {
-#define MIKCAR_PQ_FUNCTIONS(X)                                                                     \
-  X(PQconnectStartParams)                                                                          \
-  X(PQconnectPoll)                                                                                 \
-  X(PQconndefaults)                                                                                \
-  X(PQconninfoFree)                                                                                \
-  X(PQfinish) X(PQstatus) X(PQsocket) X(PQsetnonblocking) X(PQtransactionStatus) X(PQerrorMessage) \
-      X(PQsendQueryParams) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQflush) X(PQisBusy)          \
-          X(PQconsumeInput) X(PQgetResult) X(PQclear) X(PQresultStatus) X(PQresStatus)             \
-              X(PQresultErrorField) X(PQresultErrorMessage) X(PQnfields) X(PQntuples) X(PQfname)   \
-                  X(PQftype) X(PQgetisnull) X(PQgetvalue) X(PQgetlength) X(PQcmdTuples)            \
-                      X(PQcmdStatus)
+  // One function per line; clang-format reflows this list differently on every run.
+  // clang-format off
+#define MIKCAR_PQ_FUNCTIONS(X) \
+  X(PQconnectStartParams) \
+  X(PQconnectPoll) \
+  X(PQconndefaults) \
+  X(PQconninfoFree) \
+  X(PQfinish) \
+  X(PQstatus) \
+  X(PQsocket) \
+  X(PQsetnonblocking) \
+  X(PQtransactionStatus) \
+  X(PQerrorMessage) \
+  X(PQsendQueryParams) \
+  X(PQsendPrepare) \
+  X(PQsendQueryPrepared) \
+  X(PQflush) \
+  X(PQisBusy) \
+  X(PQconsumeInput) \
+  X(PQgetResult) \
+  X(PQclear) \
+  X(PQresultStatus) \
+  X(PQresStatus) \
+  X(PQresultErrorField) \
+  X(PQresultErrorMessage) \
+  X(PQnfields) \
+  X(PQntuples) \
+  X(PQfname) \
+  X(PQftype) \
+  X(PQgetisnull) \
+  X(PQgetvalue) \
+  X(PQgetlength) \
+  X(PQcmdTuples) \
+  X(PQcmdStatus)
+  // clang-format on
 #define MIKCAR_PQ_MEMBER(name) decltype(&::name) name = nullptr;
   MIKCAR_PQ_FUNCTIONS(MIKCAR_PQ_MEMBER)
 #undef MIKCAR_PQ_MEMBER
