@@ -95,7 +95,9 @@ struct PgConnection {
   // are prepared under; empty while seen once (see ExecPrepared).
   std::unordered_map<std::string, std::string> statements;
   size_t prepared_count = 0;
-  bool prepare = true;  // false once the session lost a statement mikcar prepared
+  // Repeated autocommit statements are prepared (URL `prepare`); false also once the session
+  // lost a statement mikcar prepared.
+  bool prepare = true;
   // The socket, registered once with the event loop of the I/O thread that last used the
   // connection (a fresh registration per wait cost three epoll_ctl calls and an ioctl).
   std::unique_ptr<asio::posix::stream_descriptor> socket;
@@ -325,16 +327,21 @@ asio::awaitable<Result<void>> Flush(PgConnection& c, bool sent, Clock::time_poin
 
 asio::awaitable<Result<ResultSet>> Collect(PgConnection& c, Clock::time_point deadline);
 
+// Runs `sql` with encoded `params` as an unnamed statement and collects its result.
+asio::awaitable<Result<ResultSet>> ExecUnnamed(PgConnection& c, const std::string& sql,
+                                               const PgParams& params, Clock::time_point deadline) {
+  bool sent = pq->PQsendQueryParams(c.conn, sql.c_str(), params.count(), params.types.data(),
+                                    params.values.data(), nullptr, nullptr, 0) == 1;
+  if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
+  co_return co_await Collect(c, deadline);
+}
+
 // Runs one statement as an unnamed statement and collects its result.
 asio::awaitable<Result<ResultSet>> Exec(PgConnection& c, const Statement& statement,
                                         Clock::time_point deadline) {
   auto params = EncodeParams(statement);
   if (!params) co_return Fail(params.error());
-  bool sent =
-      pq->PQsendQueryParams(c.conn, statement.sql.c_str(), params->count(), params->types.data(),
-                            params->values.data(), nullptr, nullptr, 0) == 1;
-  if (auto flushed = co_await Flush(c, sent, deadline); !flushed) co_return Fail(flushed.error());
-  co_return co_await Collect(c, deadline);
+  co_return co_await ExecUnnamed(c, statement.sql, *params, deadline);
 }
 
 // Runs an autocommit statement through the connection's prepared statements: from its second
@@ -352,7 +359,7 @@ asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement
   auto it = c.statements.find(key);
   if (it == c.statements.end()) {
     c.Remember(std::move(key));
-    co_return co_await Exec(c, statement, deadline);
+    co_return co_await ExecUnnamed(c, statement.sql, *params, deadline);
   }
   if (it->second.empty()) {
     std::string name = "mikcar_" + std::to_string(++c.prepared_count);
@@ -378,7 +385,7 @@ asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement
         "turns preparing off");
     c.statements.clear();
     c.prepare = false;
-    co_return co_await Exec(c, statement, deadline);
+    co_return co_await ExecUnnamed(c, statement.sql, *params, deadline);
   }
   if (!result &&
       result.error().message.find("cached plan must not change result type") != std::string::npos) {
@@ -389,7 +396,7 @@ asio::awaitable<Result<ResultSet>> ExecPrepared(PgConnection& c, const Statement
     auto forgot = co_await Exec(c, forget, deadline);
     c.broken = !forgot;  // mikcar's own DEALLOCATE leaves the session as the cache expects
     if (!forgot) co_return Fail(forgot.error());
-    co_return co_await Exec(c, statement, deadline);
+    co_return co_await ExecUnnamed(c, statement.sql, *params, deadline);
   }
   co_return result;
 }
@@ -516,8 +523,6 @@ class PgPool {
 
   size_t min() const { return min_; }
   std::chrono::milliseconds default_timeout() const { return default_timeout_; }
-  // Repeated autocommit statements are prepared (URL `prepare`, default true).
-  bool prepare() const { return prepare_; }
 
   asio::awaitable<Result<std::unique_ptr<PgConnection>>> Acquire(Clock::time_point deadline) {
     const asio::execution_context* here =
@@ -627,6 +632,7 @@ class PgPool {
     if (pq->PQsetnonblocking(c->conn, 1) != 0)
       co_return Fail(Unavailable(Trimmed(pq->PQerrorMessage(c->conn))));
     c->statement_timeout = default_timeout_;
+    c->prepare = prepare_;
     co_return c;
   }
 
@@ -650,7 +656,7 @@ std::chrono::milliseconds SessionTimeout(std::chrono::milliseconds wanted) {
 }
 
 // Runs `statement` with the request's statement timeout; `autocommit` statements go through the
-// connection's prepared statements.
+// connection's prepared statements (when it prepares, see ExecPrepared).
 asio::awaitable<Result<ResultSet>> ExecWithin(PgConnection& c, const Statement& statement,
                                               const Limits& limits, bool autocommit) {
   auto wanted = SessionTimeout(limits.statement_timeout);
@@ -707,7 +713,7 @@ class PostgresSqlBackend final : public SqlBackend {
   Task<ResultSet> Run(Statement statement, Limits limits) override {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
-    auto result = co_await ExecWithin(**conn, statement, limits, pool_->prepare());
+    auto result = co_await ExecWithin(**conn, statement, limits, /*autocommit=*/true);
     if (result && pq->PQtransactionStatus((*conn)->conn) != PQTRANS_IDLE) {
       // BEGIN (or similar) outside /sql/batch: a pooled connection must not stay in it.
       Statement rollback{"ROLLBACK", {}};
