@@ -1,7 +1,9 @@
 #include "common/lmdb/group_committer.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -12,6 +14,16 @@ namespace {
 constexpr size_t kInitialMapSize = size_t{64} << 30;  // sparse: address space, not disk
 constexpr size_t kMaxBatch = 4096;
 constexpr char kVersionKey[] = "last_version";
+constexpr char kPut = 1, kDel = 2;  // log record op kinds
+// Between checkpoints the file grows by the pages written meanwhile (the pin keeps LMDB from
+// reusing them): at 20,000 random writes a second, about 100 MB. Measured on this machine, 500 ms
+// gives the throughput of 1 s with half the growth.
+constexpr std::chrono::milliseconds kCheckpointEvery{500};
+// The checkpoint writes LMDB's dirty pages this many bytes at a time, waiting for each: a single
+// fdatasync of them all queues so much I/O that the log's fsyncs stall behind it (p99 80 ms at
+// 50 connections, against 8 ms in steps of 1 MiB).
+constexpr off_t kCheckpointStep = off_t{1} << 20;
+constexpr uint64_t kSegmentBytes = uint64_t{64} << 20;  // or sooner, once the log is this long
 
 }  // namespace
 
@@ -21,6 +33,44 @@ Error LmdbError(int rc, std::string_view what) {
   return Error{code, "lmdb: " + std::string(what) + ": " + mdb_strerror(rc), {}};
 }
 
+int WriteTxn::Put(size_t db, std::string_view key, std::string_view value) {
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  MDB_val v{value.size(), const_cast<char*>(value.data())};
+  int rc = mdb_put(txn_, store_.dbis_[db], &k, &v, 0);
+  if (rc == 0) {
+    store_.Record(kPut, db, key, value);
+  } else {
+    store_.txn_error_ = rc;
+  }
+  return rc;
+}
+
+int WriteTxn::Del(size_t db, std::string_view key) {
+  MDB_val k{key.size(), const_cast<char*>(key.data())};
+  int rc = mdb_del(txn_, store_.dbis_[db], &k, nullptr);
+  if (rc == 0) {
+    store_.Record(kDel, db, key, {});
+  } else if (rc != MDB_NOTFOUND) {
+    store_.txn_error_ = rc;
+  }
+  return rc;
+}
+
+// A record is the transaction's changes in order: u8 kind | u8 db | u32 key size |
+// (put: u32 value size) | key | (put: value).
+void GroupCommitter::Record(char kind, size_t db, std::string_view key, std::string_view value) {
+  record_.push_back(kind);
+  record_.push_back(static_cast<char>(db));
+  auto size = [this](size_t n) {
+    uint32_t u = static_cast<uint32_t>(n);
+    record_.append(reinterpret_cast<const char*>(&u), sizeof u);
+  };
+  size(key.size());
+  if (kind == kPut) size(value.size());
+  record_.append(key);
+  if (kind == kPut) record_.append(value);
+}
+
 Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& dir,
                                                              const std::vector<std::string>& dbs) {
   std::error_code ec;
@@ -28,46 +78,165 @@ Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& 
   if (ec)
     return Fail(ErrorCode::kBackend, "lmdb: cannot create directory " + dir + ": " + ec.message());
   std::unique_ptr<GroupCommitter> store(new GroupCommitter());
-  int rc = mdb_env_create(&store->env_);
-  if (rc == 0) rc = mdb_env_set_maxdbs(store->env_, static_cast<MDB_dbi>(dbs.size() + 1));
-  if (rc == 0) rc = mdb_env_set_maxreaders(store->env_, 1024);
-  if (rc == 0) rc = mdb_env_set_mapsize(store->env_, kInitialMapSize);
-  // MDB_NOMETASYNC: a commit fsyncs its data pages and writes its meta page unsynced. The next
-  // commit's data fsync (or an explicit sync when nothing follows) makes it durable, and only then
-  // are its writes acknowledged (see WriterLoop): one fsync per batch instead of two.
-  if (rc == 0) rc = mdb_env_open(store->env_, dir.c_str(), MDB_NOMETASYNC, 0600);
-  if (rc != 0) return Fail(LmdbError(rc, "open environment at " + dir));
-  MDB_envinfo info;
-  mdb_env_info(store->env_, &info);
-  store->map_size_ = info.me_mapsize;
+  if (auto recovered = store->Recover(dir, dbs); !recovered) return Fail(recovered.error());
+  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
+  return store;
+}
+
+Result<void> GroupCommitter::Recover(const std::string& dir, const std::vector<std::string>& dbs) {
+  auto log = WriteAheadLog::Recover(dir);
+  if (!log) return Fail(log.error());
+  auto open_env = [&]() -> Result<uint64_t> {
+    int rc = mdb_env_create(&env_);
+    if (rc == 0) rc = mdb_env_set_maxdbs(env_, static_cast<MDB_dbi>(dbs.size() + 1));
+    if (rc == 0) rc = mdb_env_set_maxreaders(env_, 1024);
+    if (rc == 0) rc = mdb_env_set_mapsize(env_, kInitialMapSize);
+    // MDB_NOSYNC: the log makes commits durable. MDB_NOTLS: the writer thread holds the pin
+    // next to its own transactions.
+    if (rc == 0) rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0600);
+    if (rc != 0) return Fail(LmdbError(rc, "open environment at " + dir));
+    MDB_envinfo info;
+    mdb_env_info(env_, &info);
+    map_size_ = info.me_mapsize;
+    return static_cast<uint64_t>(info.me_last_txnid);
+  };
+  const auto& saved = log->checkpoint;
+  // Without the log's records, a file at the checkpoint's snapshot needs nothing more.
+  Result<uint64_t> txnid = Fail(ErrorCode::kBackend, "lmdb: log to replay");
+  if (!saved || log->records.empty()) {
+    txnid = open_env();
+    if (!txnid && !saved) return Fail(txnid.error());
+  }
+  if (saved && (!txnid || *txnid != saved->txnid)) {
+    // Commits after the checkpoint were never synced, and a crash may have left any of their
+    // pages unwritten: go back to the checkpoint's snapshot (its pages were pinned, so they are
+    // intact) and redo the commits from the log.
+    if (env_) mdb_env_close(env_);
+    env_ = nullptr;
+    std::string data = dir + "/data.mdb";
+    int fd = ::open(data.c_str(), O_WRONLY | O_CLOEXEC);
+    bool ok = fd >= 0 &&
+              ::pwrite(fd, saved->metas.data(), saved->metas.size(), 0) ==
+                  static_cast<ssize_t>(saved->metas.size()) &&
+              ::fdatasync(fd) == 0;
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok) {
+      return Fail(ErrorCode::kBackend,
+                  "lmdb: cannot restore the checkpoint in " + data + ": " + std::strerror(err));
+    }
+    txnid = open_env();
+    if (!txnid) return Fail(txnid.error());
+    if (*txnid != saved->txnid) {
+      return Fail(ErrorCode::kBackend, "lmdb: " + data + " does not match its checkpoint (txn " +
+                                           std::to_string(*txnid) + ", expected " +
+                                           std::to_string(saved->txnid) + ")");
+    }
+    spdlog::info("lmdb: {}: replaying {} log records after the checkpoint", dir,
+                 log->records.size());
+  }
 
   MDB_txn* txn = nullptr;
-  if ((rc = mdb_txn_begin(store->env_, nullptr, 0, &txn)) != 0) return Fail(LmdbError(rc, "begin"));
-  for (const auto& name : dbs) {
+  int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+  if (rc != 0) return Fail(LmdbError(rc, "begin"));
+  std::vector<std::string> names = dbs;
+  names.push_back("meta");
+  for (const auto& name : names) {
     MDB_dbi dbi;
     if ((rc = mdb_dbi_open(txn, name.c_str(), MDB_CREATE, &dbi)) != 0) {
       mdb_txn_abort(txn);
       return Fail(LmdbError(rc, "open database " + name));
     }
-    store->dbis_.push_back(dbi);
-  }
-  if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &store->meta_dbi_)) != 0) {
-    mdb_txn_abort(txn);
-    return Fail(LmdbError(rc, "open database meta"));
-  }
-  MDB_val k{sizeof kVersionKey - 1, const_cast<char*>(kVersionKey)}, v;
-  if (mdb_get(txn, store->meta_dbi_, &k, &v) == 0 && v.mv_size == sizeof(uint64_t)) {
-    std::memcpy(&store->last_version_, v.mv_data, sizeof(uint64_t));
+    dbis_.push_back(dbi);
   }
   if ((rc = mdb_txn_commit(txn)) != 0) return Fail(LmdbError(rc, "commit"));
-  store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
-  return store;
+  if (auto replayed = Replay(log->records); !replayed) return replayed;
+
+  auto version = Read([&](MDB_txn* read) -> Result<uint64_t> {
+    MDB_val k{sizeof kVersionKey - 1, const_cast<char*>(kVersionKey)}, v;
+    uint64_t last = 0;
+    if (mdb_get(read, dbis_.back(), &k, &v) == 0 && v.mv_size == sizeof last)
+      std::memcpy(&last, v.mv_data, sizeof last);
+    return last;
+  });
+  if (!version) return Fail(version.error());
+  last_version_ = *version;
+
+  // A fresh checkpoint of everything so far, and a fresh log after it.
+  if ((rc = mdb_env_sync(env_, 1)) != 0) return Fail(LmdbError(rc, "sync"));
+  if ((rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &pin_)) != 0)
+    return Fail(LmdbError(rc, "begin read transaction"));
+  auto metas = MetaPages();
+  if (!metas) return Fail(metas.error());
+  WriteAheadLog::Checkpoint cp{log->last_lsn, mdb_txn_id(pin_), std::move(*metas)};
+  auto created = WriteAheadLog::Create(dir, log->last_lsn, cp);
+  if (!created) return Fail(created.error());
+  wal_ = std::move(*created);
+  checkpoint_lsn_ = log->last_lsn;
+  last_checkpoint_ = std::chrono::steady_clock::now();
+  return {};
+}
+
+Result<void> GroupCommitter::Replay(const std::vector<std::string>& records) {
+  if (records.empty()) return {};
+  for (;;) {
+    MDB_txn* txn = nullptr;
+    if (int rc = mdb_txn_begin(env_, nullptr, 0, &txn); rc != 0)
+      return Fail(LmdbError(rc, "begin write transaction"));
+    int rc = 0;
+    for (const auto& record : records) {
+      std::string_view in(record);
+      while (rc == 0 && !in.empty()) {
+        uint32_t key_size = 0, value_size = 0;
+        char kind = in[0];
+        size_t db = static_cast<unsigned char>(in.size() > 1 ? in[1] : 0xff);
+        size_t header = 2 + 4 + (kind == kPut ? 4 : 0);
+        if (in.size() < header || db >= dbis_.size() || (kind != kPut && kind != kDel)) {
+          rc = MDB_CORRUPTED;
+          break;
+        }
+        std::memcpy(&key_size, in.data() + 2, 4);
+        if (kind == kPut) std::memcpy(&value_size, in.data() + 6, 4);
+        if (in.size() - header < uint64_t{key_size} + value_size) {
+          rc = MDB_CORRUPTED;
+          break;
+        }
+        MDB_val k{key_size, const_cast<char*>(in.data() + header)};
+        MDB_val v{value_size, const_cast<char*>(in.data() + header + key_size)};
+        rc = kind == kPut ? mdb_put(txn, dbis_[db], &k, &v, 0)
+                          : mdb_del(txn, dbis_[db], &k, nullptr);
+        if (rc == MDB_NOTFOUND) rc = 0;
+        in.remove_prefix(header + key_size + value_size);
+      }
+      if (rc != 0) break;
+    }
+    if (rc == 0)
+      rc = mdb_txn_commit(txn);
+    else
+      mdb_txn_abort(txn);
+    if (rc == 0) return {};
+    if (rc != MDB_MAP_FULL) return Fail(LmdbError(rc, "replay the log"));
+    if (auto grown = Grow(); !grown) return grown;
+  }
+}
+
+// LMDB's two meta pages as they are now (the writer thread is between transactions).
+Result<std::string> GroupCommitter::MetaPages() {
+  MDB_stat stat;
+  mdb_env_stat(env_, &stat);
+  int fd = -1;
+  mdb_env_get_fd(env_, &fd);
+  std::string metas(size_t{stat.ms_psize} * 2, '\0');
+  if (::pread(fd, metas.data(), metas.size(), 0) != static_cast<ssize_t>(metas.size()))
+    return Fail(ErrorCode::kBackend,
+                std::string("lmdb: cannot read the meta pages: ") + std::strerror(errno));
+  return metas;
 }
 
 GroupCommitter::~GroupCommitter() { Close(); }
 
 void GroupCommitter::SetPeriodic(std::chrono::milliseconds period,
-                                 std::function<bool(MDB_txn*)> task) {
+                                 std::function<bool(WriteTxn&)> task) {
   std::lock_guard lock(mu_);
   period_ = period;
   periodic_ = std::move(task);
@@ -95,6 +264,8 @@ void GroupCommitter::Close() {
   cv_.notify_one();
   if (writer_.joinable()) writer_.join();
   if (env_) {
+    if (pin_) mdb_txn_abort(pin_);
+    pin_ = nullptr;
     mdb_env_close(env_);
     env_ = nullptr;
   }
@@ -103,77 +274,81 @@ void GroupCommitter::Close() {
 void GroupCommitter::WriterLoop() {
   auto last_periodic = std::chrono::steady_clock::now();
   std::vector<Op> batch;
-  // Committed, but the meta page that makes the commit durable is not yet on disk.
-  std::vector<Op> unsynced;
-  auto complete = [](std::vector<Op>& ops, const Error* error) {
-    for (auto& op : ops) op.complete(error);
-    ops.clear();
-  };
   for (;;) {
+    bool checkpointed = false;
     {
       std::unique_lock lock(mu_);
-      if (unsynced.empty()) {
-        auto wait = period_.count() > 0 ? period_ : std::chrono::milliseconds(1000);
-        cv_.wait_for(lock, wait, [this] { return closing_ || !queue_.empty(); });
-      }
+      auto wait = period_.count() > 0 ? std::min(period_, kCheckpointEvery) : kCheckpointEvery;
+      cv_.wait_for(lock, wait,
+                   [&] { return closing_ || !queue_.empty() || (pending_ && pending_->done); });
       while (!queue_.empty() && batch.size() < kMaxBatch) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      if (batch.empty() && unsynced.empty() && closing_) return;
+      checkpointed = pending_ && pending_->done;
+      if (batch.empty() && closing_) break;
     }
+    if (checkpointed) FinishCheckpoint();
     if (!batch.empty()) {
-      // The data fsync of this commit also lands the previous commit's meta page.
-      if (auto result = CommitBatch(batch); result) {
-        complete(unsynced, nullptr);
-        std::swap(unsynced, batch);
-      } else {
-        complete(batch, &result.error());  // `unsynced` waits for the next sync
-      }
-    } else if (!unsynced.empty()) {
-      // Nothing else to commit: sync the last meta page on its own.
-      if (int rc = mdb_env_sync(env_, 1); rc != 0) {
-        Error error = LmdbError(rc, "sync");
-        complete(unsynced, &error);
-      } else {
-        complete(unsynced, nullptr);
-      }
+      auto result = CommitBatch(batch);
+      for (auto& op : batch) op.complete(result ? nullptr : &result.error());
+      batch.clear();
     }
     auto now = std::chrono::steady_clock::now();
     if (periodic_ && now - last_periodic >= period_) {
       last_periodic = now;
-      MDB_txn* txn = nullptr;
-      if (mdb_txn_begin(env_, nullptr, 0, &txn) == 0) {
-        if (periodic_(txn)) {
-          if (int rc = mdb_txn_commit(txn); rc != 0)
-            spdlog::warn("lmdb periodic commit: {}", mdb_strerror(rc));
-        } else {
-          mdb_txn_abort(txn);
-        }
-      }
+      RunPeriodic();
     }
+    if (!pending_ && wal_->last_lsn() > checkpoint_lsn_ &&
+        (now - last_checkpoint_ >= kCheckpointEvery || wal_->segment_bytes() >= kSegmentBytes)) {
+      StartCheckpoint();
+    }
+  }
+  // A clean close leaves a checkpoint of everything and no log to replay.
+  if (pending_) FinishCheckpoint();
+  if (wal_->last_lsn() > checkpoint_lsn_ && !wal_error_) {
+    StartCheckpoint();
+    if (pending_) FinishCheckpoint();
   }
 }
 
 Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
+  if (wal_error_) return Fail(*wal_error_);
   for (int attempt = 0; attempt < 8; ++attempt) {
     txn_error_ = 0;
+    record_.clear();
     uint64_t version_before = last_version_;
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
     if (rc != 0) return Fail(LmdbError(rc, "begin write transaction"));
+    WriteTxn write(*this, txn);
     bool usable = true;
     for (auto& op : batch) {
-      if (!(usable = op.apply(txn))) break;
+      if (!(usable = op.apply(write))) break;
+    }
+    if (usable && record_.empty()) {  // every write was refused: nothing to commit
+      mdb_txn_abort(txn);
+      return {};
     }
     if (usable) {
-      MDB_val k{sizeof kVersionKey - 1, const_cast<char*>(kVersionKey)};
-      MDB_val v{sizeof(uint64_t), &last_version_};
-      rc = mdb_put(txn, meta_dbi_, &k, &v, 0);
+      if (last_version_ != version_before) {
+        rc = write.Put(
+            dbis_.size() - 1, kVersionKey,
+            std::string_view(reinterpret_cast<const char*>(&last_version_), sizeof last_version_));
+      }
       if (rc == 0) {
-        rc = mdb_txn_commit(txn);  // the one fsync every write of the batch shares
-        if (rc == 0) return {};
+        rc = mdb_txn_commit(txn);  // not synced: the log record below makes it durable
         txn = nullptr;
+        if (rc == 0) {
+          // The one fsync every write of the batch shares.
+          auto logged = wal_->Append(record_);
+          auto synced = logged ? wal_->Sync() : Result<void>(Fail(logged.error()));
+          if (synced) return {};
+          // LMDB has the batch but the log may not: later writes could not be recovered.
+          spdlog::error("{}; the store refuses writes until restarted", synced.error().message);
+          wal_error_ = synced.error();
+          return synced;
+        }
       }
     } else {
       rc = txn_error_ != 0 ? txn_error_ : MDB_PANIC;
@@ -186,6 +361,96 @@ Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
   return Fail(ErrorCode::kUnavailable, "lmdb: map still full after growing");
 }
 
+// The periodic task's changes are logged but not synced: nobody waits for them, and the next
+// batch's sync carries them.
+void GroupCommitter::RunPeriodic() {
+  if (wal_error_) return;
+  record_.clear();
+  txn_error_ = 0;
+  MDB_txn* txn = nullptr;
+  if (mdb_txn_begin(env_, nullptr, 0, &txn) != 0) return;
+  WriteTxn write(*this, txn);
+  if (!periodic_(write) || record_.empty()) {
+    mdb_txn_abort(txn);
+    return;
+  }
+  if (int rc = mdb_txn_commit(txn); rc != 0) {
+    spdlog::warn("lmdb periodic commit: {}", mdb_strerror(rc));
+    return;
+  }
+  if (auto logged = wal_->Append(record_); !logged) {
+    spdlog::error("{}; the store refuses writes until restarted", logged.error().message);
+    wal_error_ = logged.error();
+  }
+}
+
+// Pins the last commit's snapshot, notes its meta pages and moves the log to a new segment; a
+// thread then fdatasyncs LMDB and saves the checkpoint while the writer goes on.
+void GroupCommitter::StartCheckpoint() {
+  if (wal_error_) return;
+  auto pending = std::make_unique<PendingCheckpoint>();
+  if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &pending->pin); rc != 0) {
+    spdlog::warn("lmdb checkpoint: {}", mdb_strerror(rc));
+    return;
+  }
+  auto metas = MetaPages();
+  auto segments = metas ? wal_->Rotate() : Result<std::vector<std::string>>(Fail(metas.error()));
+  if (!segments) {
+    spdlog::error("{}; the store refuses writes until restarted", segments.error().message);
+    wal_error_ = segments.error();
+    mdb_txn_abort(pending->pin);
+    return;
+  }
+  pending->checkpoint = {wal_->last_lsn(), mdb_txn_id(pending->pin), std::move(*metas)};
+  pending->segments = std::move(*segments);
+  int fd = -1;
+  mdb_env_get_fd(env_, &fd);
+  pending->thread = std::thread([this, p = pending.get(), fd] {
+    struct stat st;
+    if (::fstat(fd, &st) == 0) {
+      for (off_t at = 0; at < st.st_size; at += kCheckpointStep) {
+        ::sync_file_range(
+            fd, at, kCheckpointStep,
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+      }
+    }
+    Result<void> result;  // the fdatasync makes it durable (and flushes the disk's cache)
+    if (::fdatasync(fd) != 0) {
+      result =
+          Fail(ErrorCode::kBackend, std::string("lmdb: checkpoint sync: ") + std::strerror(errno));
+    } else {
+      result = wal_->SaveCheckpoint(p->checkpoint);
+    }
+    {
+      std::lock_guard lock(mu_);
+      p->result = std::move(result);
+      p->done = true;
+    }
+    cv_.notify_one();
+  });
+  pending_ = std::move(pending);
+  last_checkpoint_ = std::chrono::steady_clock::now();
+}
+
+// The saved checkpoint's snapshot takes over the pin, and the log drops what it covers.
+void GroupCommitter::FinishCheckpoint() {
+  pending_->thread.join();
+  auto& segments = pending_->segments;
+  if (pending_->result) {
+    mdb_txn_abort(pin_);
+    pin_ = pending_->pin;
+    checkpoint_lsn_ = pending_->checkpoint.lsn;
+    segments.insert(segments.end(), uncovered_.begin(), uncovered_.end());
+    uncovered_.clear();
+    wal_->Retire(segments);
+  } else {
+    // The last saved checkpoint still stands, and still needs these segments.
+    spdlog::warn("{}", pending_->result.error().message);
+    mdb_txn_abort(pending_->pin);
+    uncovered_.insert(uncovered_.end(), segments.begin(), segments.end());
+  }
+  pending_.reset();
+}
 Result<void> GroupCommitter::Grow() {
   // mdb_env_set_mapsize needs no live transaction in this process: hold readers off meanwhile.
   std::unique_lock lock(resize_mu_);

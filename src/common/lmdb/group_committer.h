@@ -1,13 +1,21 @@
-// An LMDB environment with one writer thread that group-commits.
+// An LMDB environment with one writer thread that group-commits through a write-ahead log.
 //
 // Reads run on the caller's thread in a short read-only transaction (LMDB readers never wait for
 // the writer). Writes are closures queued to the writer thread: everything queued while a commit
-// is in flight shares the next transaction and its fsync. A closure validates before it writes, so
-// a refused write changes nothing and shares the batch safely; an LMDB failure aborts the batch. A
-// write's awaitable completes only after the commit is on disk, so a 200 built on it survives kill
-// -9 and power loss. Commits are pipelined: a commit fsyncs its data, and its meta page reaches the
-// disk with the next commit's fsync, so under load each batch costs one fsync, not LMDB's usual
-// two. (Readers may see a commit a moment before it is durable, as with LMDB's own ordering.)
+// is in flight shares the next transaction. A closure validates before it writes, so a refused
+// write changes nothing and shares the batch safely; an LMDB failure aborts the batch.
+//
+// Durability comes from the log, not from LMDB's own fsyncs. A batch is committed to LMDB
+// without a sync (MDB_NOSYNC: visible to readers at once), its physical changes (every Put and
+// Del of WriteTxn) are appended to the log as one record, and the log is fdatasynced: one
+// sequential page or two, where an LMDB sync writes one scattered leaf page per key. Only then
+// does the write's awaitable complete, so a 200 built on it survives kill -9 and power loss.
+//
+// A checkpoint makes LMDB durable on its own about every second (a second thread fdatasyncs the
+// file while the writer goes on) and lets the log drop what it covers. Until the next checkpoint
+// is saved, a read transaction pins the checkpointed snapshot, so LMDB never reuses its pages:
+// whatever an unsynced commit left half-written on disk, that snapshot is intact. Open restores
+// its two meta pages (kept in the checkpoint file) and replays the log after it.
 //
 // The map grows on MDB_MAP_FULL (the batch is retried after the resize). An optional periodic
 // task (the TTL sweeper) runs on the writer thread between batches. Thread-safe.
@@ -23,18 +31,39 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/async.h"
+#include "common/lmdb/write_ahead_log.h"
 #include "mikcar/error.h"
 
 namespace mikcar::lmdb {
 
 // Translates an LMDB return code into an Error naming the operation.
 Error LmdbError(int rc, std::string_view what);
+
+class GroupCommitter;
+
+// The write transaction a write closure gets. Reads use raw() (mdb_get, cursors); every change
+// must go through Put and Del, which the log records: a change made with mdb_put directly would
+// not survive a crash.
+class WriteTxn {
+ public:
+  MDB_txn* raw() const { return txn_; }
+  // mdb_put / mdb_del on the store's `db`-th database; LMDB's return code.
+  int Put(size_t db, std::string_view key, std::string_view value);
+  int Del(size_t db, std::string_view key);
+
+ private:
+  friend class GroupCommitter;
+  WriteTxn(GroupCommitter& store, MDB_txn* txn) : store_(store), txn_(txn) {}
+  GroupCommitter& store_;
+  MDB_txn* txn_;
+};
 
 class GroupCommitter {
  public:
@@ -58,14 +87,14 @@ class GroupCommitter {
     return result;
   }
 
-  // Queues `fn(txn)` for the writer thread; resumes after the group commit with its result.
+  // Queues `fn(txn)` for the writer thread; resumes once its batch is durable, with its result.
   // `fn` may run more than once (batch retry) and must not have effects outside the transaction.
   // Not a coroutine: `fn` moves into the queued operation at once.
   template <typename T>
-  boost::asio::awaitable<Result<T>> Write(std::function<Result<T>(MDB_txn*)>&& fn) {
+  boost::asio::awaitable<Result<T>> Write(std::function<Result<T>(WriteTxn&)>&& fn) {
     auto start = [this, fn = std::move(fn)](std::shared_ptr<Completion<T>> done) mutable {
       auto result = std::make_shared<Result<T>>(Fail(ErrorCode::kInternal, "lmdb: write not run"));
-      Enqueue(Op{[result, fn = std::move(fn)](MDB_txn* txn) {
+      Enqueue(Op{[result, fn = std::move(fn)](WriteTxn& txn) {
                    *result = fn(txn);
                    // A refused write (precondition, bad value) changed nothing; an LMDB failure
                    // may have left half its writes in the shared transaction.
@@ -81,31 +110,44 @@ class GroupCommitter {
 
   // A task run by the writer thread about every `period` in its own transaction (e.g. a sweeper).
   // `task(txn)` returns true to commit. Set before the first write.
-  void SetPeriodic(std::chrono::milliseconds period, std::function<bool(MDB_txn*)> task);
+  void SetPeriodic(std::chrono::milliseconds period, std::function<bool(WriteTxn&)> task);
 
-  // Drains queued writes, stops the writer and closes the environment. Idempotent.
+  // Drains queued writes, stops the writer, checkpoints and closes the environment. Idempotent.
   void Close();
 
   // Writer-thread state shared by write closures: the last version handed out.
   uint64_t& last_version() { return last_version_; }
-  // A write closure saw LMDB fail with `rc` (writer thread only): lets the batch tell
-  // MDB_MAP_FULL (grow and retry) from other failures.
-  void NoteTxnError(int rc) { txn_error_ = rc; }
 
  private:
+  friend class WriteTxn;
   struct Op {
-    std::function<bool(MDB_txn*)> apply;  // false: the transaction must be aborted
+    std::function<bool(WriteTxn&)> apply;  // false: the transaction must be aborted
     std::function<void(const Error*)> complete;
   };
+  // A checkpoint between its start on the writer thread and its end on the checkpoint thread.
+  struct PendingCheckpoint {
+    MDB_txn* pin = nullptr;  // pins the snapshot being checkpointed
+    WriteAheadLog::Checkpoint checkpoint;
+    std::vector<std::string> segments;  // covered once it is saved
+    std::thread thread;
+    bool done = false;  // guarded by mu_
+    Result<void> result;
+  };
   GroupCommitter() = default;
+  Result<void> Recover(const std::string& dir, const std::vector<std::string>& dbs);
+  Result<void> Replay(const std::vector<std::string>& records);
+  Result<std::string> MetaPages();
   void Enqueue(Op op);
   void WriterLoop();
   Result<void> CommitBatch(std::vector<Op>& batch);
+  void RunPeriodic();
+  void StartCheckpoint();
+  void FinishCheckpoint();
   Result<void> Grow();
+  void Record(char kind, size_t db, std::string_view key, std::string_view value);
 
   MDB_env* env_ = nullptr;
-  std::vector<MDB_dbi> dbis_;
-  MDB_dbi meta_dbi_ = 0;
+  std::vector<MDB_dbi> dbis_;    // the caller's databases, then `meta`
   std::shared_mutex resize_mu_;  // readers shared; a map resize exclusive
   size_t map_size_ = 0;
 
@@ -116,9 +158,18 @@ class GroupCommitter {
   std::thread writer_;
 
   std::chrono::milliseconds period_{0};
-  std::function<bool(MDB_txn*)> periodic_;
-  uint64_t last_version_ = 0;  // writer thread only
-  int txn_error_ = 0;          // writer thread only
+  std::function<bool(WriteTxn&)> periodic_;
+  // Writer thread only:
+  uint64_t last_version_ = 0;
+  int txn_error_ = 0;   // the last LMDB failure of a Put/Del (MDB_MAP_FULL: grow, retry)
+  std::string record_;  // the log record of the transaction being built
+  std::unique_ptr<WriteAheadLog> wal_;
+  std::optional<Error> wal_error_;  // the log failed: no write is accepted any more
+  MDB_txn* pin_ = nullptr;          // pins the snapshot of the saved checkpoint
+  uint64_t checkpoint_lsn_ = 0;
+  std::chrono::steady_clock::time_point last_checkpoint_;
+  std::unique_ptr<PendingCheckpoint> pending_;
+  std::vector<std::string> uncovered_;  // segments of checkpoints that failed to save
 };
 
 }  // namespace mikcar::lmdb

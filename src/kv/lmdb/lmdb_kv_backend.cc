@@ -13,6 +13,9 @@ namespace {
 
 using lmdb::GroupCommitter;
 using lmdb::LmdbError;
+using lmdb::WriteTxn;
+
+constexpr size_t kKv = 0, kExpiry = 1;  // the store's databases
 
 // LMDB keys are at most 511 bytes. Keys up to kDirectKey bytes are stored as they are; longer
 // ones as their first kLongPrefix bytes + SHA-like 32-byte digest, with the full key kept in the
@@ -94,10 +97,10 @@ std::string ExpiryKey(int64_t expires, std::string_view db_key) {
 class LmdbKvBackend final : public KvBackend {
  public:
   explicit LmdbKvBackend(std::unique_ptr<GroupCommitter> store) : store_(std::move(store)) {
-    kv_ = store_->Dbi(0);
-    exp_ = store_->Dbi(1);
+    kv_ = store_->Dbi(kKv);
+    exp_ = store_->Dbi(kExpiry);
     store_->SetPeriodic(std::chrono::milliseconds(100),
-                        [this](MDB_txn* txn) { return Sweep(txn); });
+                        [this](WriteTxn& txn) { return Sweep(txn); });
   }
 
   std::string name() const override { return "lmdb"; }
@@ -131,12 +134,12 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<uint64_t> Set(std::string key, std::string value, SetOptions options) override {
-    std::function<Result<uint64_t>(MDB_txn*)> op =
+    std::function<Result<uint64_t>(WriteTxn&)> op =
         [this, key = std::move(key), value = std::move(value),
-         options = std::move(options)](MDB_txn* txn) -> Result<uint64_t> {
+         options = std::move(options)](WriteTxn& txn) -> Result<uint64_t> {
       int64_t now = NowMs();
       Record current;
-      auto found = Find(txn, key, current, now);
+      auto found = Find(txn.raw(), key, current, now);
       if (!found) return Fail(found.error());
       if (options.only_if_absent && *found)
         return Fail(ErrorCode::kPreconditionFailed, "key exists (nx)");
@@ -155,8 +158,8 @@ class LmdbKvBackend final : public KvBackend {
 
   Task<void> SetMany(std::vector<std::pair<std::string, std::string>> items,
                      int64_t ttl_ms) override {
-    std::function<Result<void>(MDB_txn*)> op = [this, items = std::move(items),
-                                                ttl_ms](MDB_txn* txn) -> Result<void> {
+    std::function<Result<void>(WriteTxn&)> op = [this, items = std::move(items),
+                                                 ttl_ms](WriteTxn& txn) -> Result<void> {
       int64_t expires = ttl_ms > 0 ? NowMs() + ttl_ms : 0;
       for (const auto& [key, value] : items) {
         if (auto v = Put(txn, key, value, "", expires); !v) return Fail(v.error());
@@ -167,10 +170,10 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<bool> Delete(std::string key, std::optional<uint64_t> if_version) override {
-    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key),
-                                                if_version](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(WriteTxn&)> op = [this, key = std::move(key),
+                                                 if_version](WriteTxn& txn) -> Result<bool> {
       Record current;
-      auto found = Find(txn, key, current, NowMs());
+      auto found = Find(txn.raw(), key, current, NowMs());
       if (!found) return Fail(found.error());
       if (if_version && (*found ? current.version : 0) != *if_version) {
         return Fail(ErrorCode::kPreconditionFailed, "version does not match If-Match");
@@ -182,13 +185,13 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<uint64_t> DeleteMany(std::vector<std::string> keys) override {
-    std::function<Result<uint64_t>(MDB_txn*)> op =
-        [this, keys = std::move(keys)](MDB_txn* txn) -> Result<uint64_t> {
+    std::function<Result<uint64_t>(WriteTxn&)> op =
+        [this, keys = std::move(keys)](WriteTxn& txn) -> Result<uint64_t> {
       uint64_t n = 0;
       int64_t now = NowMs();
       for (const auto& key : keys) {
         Record current;
-        auto found = Find(txn, key, current, now);
+        auto found = Find(txn.raw(), key, current, now);
         if (!found) return Fail(found.error());
         if (auto erased = Erase(txn, key); !erased) return Fail(erased.error());
         if (*found) ++n;
@@ -199,10 +202,10 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<int64_t> Increment(std::string key, int64_t by) override {
-    std::function<Result<int64_t>(MDB_txn*)> op = [this, key = std::move(key),
-                                                   by](MDB_txn* txn) -> Result<int64_t> {
+    std::function<Result<int64_t>(WriteTxn&)> op = [this, key = std::move(key),
+                                                    by](WriteTxn& txn) -> Result<int64_t> {
       Record current;
-      auto found = Find(txn, key, current, NowMs());
+      auto found = Find(txn.raw(), key, current, NowMs());
       if (!found) return Fail(found.error());
       auto sum =
           AddToInteger(*found ? std::optional<std::string_view>(current.value) : std::nullopt, by);
@@ -226,16 +229,16 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   Task<bool> Expire(std::string key, int64_t ttl_ms) override {
-    std::function<Result<bool>(MDB_txn*)> op = [this, key = std::move(key),
-                                                ttl_ms](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(WriteTxn&)> op = [this, key = std::move(key),
+                                                 ttl_ms](WriteTxn& txn) -> Result<bool> {
       return Retime(txn, key, ttl_ms, /*persist=*/false);
     };
     co_return co_await store_->Write<bool>(std::move(op));
   }
 
   Task<bool> Persist(std::string key) override {
-    std::function<Result<bool>(MDB_txn*)> op =
-        [this, key = std::move(key)](MDB_txn* txn) -> Result<bool> {
+    std::function<Result<bool>(WriteTxn&)> op =
+        [this, key = std::move(key)](WriteTxn& txn) -> Result<bool> {
       return Retime(txn, key, 0, /*persist=*/true);
     };
     co_return co_await store_->Write<bool>(std::move(op));
@@ -308,52 +311,46 @@ class LmdbKvBackend final : public KvBackend {
   }
 
   // Writes `key` with a new version and keeps the expiry index in step (same transaction).
-  Result<uint64_t> Put(MDB_txn* txn, std::string_view key, std::string_view value,
+  Result<uint64_t> Put(WriteTxn& txn, std::string_view key, std::string_view value,
                        std::string_view content_type, int64_t expires) {
     std::string db_key = DbKey(key);
     if (auto idx = DropExpiry(txn, db_key); !idx) return Fail(idx.error());
     uint64_t version = ++store_->last_version();
     std::string record = Encode(version, expires, content_type, key, value);
-    MDB_val k = Val(db_key), v = Val(record);
-    if (int rc = mdb_put(txn, kv_, &k, &v, 0); rc != 0) return Fail(Failed(rc, "put"));
+    if (int rc = txn.Put(kKv, db_key, record); rc != 0) return Fail(LmdbError(rc, "put"));
     if (expires != 0) {
-      std::string ek = ExpiryKey(expires, db_key);
-      MDB_val ik = Val(ek), empty{0, nullptr};
-      if (int rc = mdb_put(txn, exp_, &ik, &empty, 0); rc != 0)
-        return Fail(Failed(rc, "put expiry"));
+      if (int rc = txn.Put(kExpiry, ExpiryKey(expires, db_key), {}); rc != 0)
+        return Fail(LmdbError(rc, "put expiry"));
     }
     return version;
   }
 
   // Removes the expiry index entry of the stored record (live or not), if any.
-  Result<void> DropExpiry(MDB_txn* txn, const std::string& db_key) {
+  Result<void> DropExpiry(WriteTxn& txn, const std::string& db_key) {
     MDB_val k = Val(db_key), v;
-    int rc = mdb_get(txn, kv_, &k, &v);
+    int rc = mdb_get(txn.raw(), kv_, &k, &v);
     if (rc == MDB_NOTFOUND) return {};
     if (rc != 0) return Fail(LmdbError(rc, "get"));
     Record old;
     if (Decode(v, old) && old.expires_at_ms != 0) {
-      std::string ek = ExpiryKey(old.expires_at_ms, db_key);
-      MDB_val ik = Val(ek);
-      rc = mdb_del(txn, exp_, &ik, nullptr);
-      if (rc != 0 && rc != MDB_NOTFOUND) return Fail(Failed(rc, "delete expiry"));
+      rc = txn.Del(kExpiry, ExpiryKey(old.expires_at_ms, db_key));
+      if (rc != 0 && rc != MDB_NOTFOUND) return Fail(LmdbError(rc, "delete expiry"));
     }
     return {};
   }
 
-  Result<void> Erase(MDB_txn* txn, std::string_view key) {
+  Result<void> Erase(WriteTxn& txn, std::string_view key) {
     std::string db_key = DbKey(key);
     if (auto idx = DropExpiry(txn, db_key); !idx) return idx;
-    MDB_val k = Val(db_key);
-    int rc = mdb_del(txn, kv_, &k, nullptr);
-    if (rc != 0 && rc != MDB_NOTFOUND) return Fail(Failed(rc, "delete"));
+    int rc = txn.Del(kKv, db_key);
+    if (rc != 0 && rc != MDB_NOTFOUND) return Fail(LmdbError(rc, "delete"));
     return {};
   }
 
-  Result<bool> Retime(MDB_txn* txn, std::string_view key, int64_t ttl_ms, bool persist) {
+  Result<bool> Retime(WriteTxn& txn, std::string_view key, int64_t ttl_ms, bool persist) {
     Record current;
     int64_t now = NowMs();
-    auto found = Find(txn, key, current, now);
+    auto found = Find(txn.raw(), key, current, now);
     if (!found) return Fail(found.error());
     if (!*found) return false;
     if (!persist && ttl_ms <= 0) {
@@ -366,38 +363,38 @@ class LmdbKvBackend final : public KvBackend {
     return true;
   }
 
-  Error Failed(int rc, std::string_view what) {
-    store_->NoteTxnError(rc);
-    return LmdbError(rc, what);
-  }
-
   // Deletes up to 1000 expired records per run, oldest expiry first. A record is deleted only if
   // its own expiry still equals the index entry's (a later set may have moved it).
-  bool Sweep(MDB_txn* txn) {
+  bool Sweep(WriteTxn& txn) {
     MDB_cursor* cur = nullptr;
-    if (mdb_cursor_open(txn, exp_, &cur) != 0) return false;
+    if (mdb_cursor_open(txn.raw(), exp_, &cur) != 0) return false;
     int64_t now = NowMs();
-    int removed = 0;
+    std::vector<std::string> due;  // expiry index keys, collected before anything changes
     MDB_val k, v;
-    int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0 && removed < 1000 && k.mv_size >= 8) {
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && due.size() < 1000;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+      if (k.mv_size < 8) continue;
       const auto* p = static_cast<const unsigned char*>(k.mv_data);
       uint64_t expires = 0;
       for (int i = 0; i < 8; ++i) expires = (expires << 8) | p[i];
       if (static_cast<int64_t>(expires) > now) break;
-      std::string db_key(static_cast<const char*>(k.mv_data) + 8, k.mv_size - 8);
-      MDB_val rk = Val(db_key), rv;
-      Record r;
-      if (mdb_get(txn, kv_, &rk, &rv) == 0 && Decode(rv, r) &&
-          r.expires_at_ms == static_cast<int64_t>(expires)) {
-        mdb_del(txn, kv_, &rk, nullptr);
-      }
-      mdb_cursor_del(cur, 0);
-      ++removed;
-      rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+      due.emplace_back(static_cast<const char*>(k.mv_data), k.mv_size);
     }
     mdb_cursor_close(cur);
-    return removed > 0;
+    for (const auto& index_key : due) {
+      uint64_t expires = 0;
+      for (int i = 0; i < 8; ++i)
+        expires = (expires << 8) | static_cast<unsigned char>(index_key[i]);
+      std::string_view db_key = std::string_view(index_key).substr(8);
+      MDB_val rk = Val(db_key), rv;
+      Record r;
+      if (mdb_get(txn.raw(), kv_, &rk, &rv) == 0 && Decode(rv, r) &&
+          r.expires_at_ms == static_cast<int64_t>(expires)) {
+        txn.Del(kKv, db_key);
+      }
+      txn.Del(kExpiry, index_key);
+    }
+    return !due.empty();
   }
 
   std::unique_ptr<GroupCommitter> store_;

@@ -29,8 +29,9 @@ class LmdbStore final : public embedded::Store {
 
   boost::asio::awaitable<Result<void>> Write(
       std::function<Result<void>(embedded::Txn&)> fn) override {
-    std::function<Result<void>(MDB_txn*)> op = [this, fn = std::move(fn)](MDB_txn* txn) {
-      Txn t(*this, txn);
+    std::function<Result<void>(lmdb::WriteTxn&)> op = [this,
+                                                       fn = std::move(fn)](lmdb::WriteTxn& txn) {
+      Txn t(*this, txn.raw(), &txn);
       return fn(t);
     };
     co_return co_await committer_->Write<void>(std::move(op));
@@ -45,8 +46,8 @@ class LmdbStore final : public embedded::Store {
 
   void SetPeriodic(std::chrono::milliseconds period,
                    std::function<bool(embedded::Txn&)> task) override {
-    committer_->SetPeriodic(period, [this, task = std::move(task)](MDB_txn* txn) {
-      Txn t(*this, txn);
+    committer_->SetPeriodic(period, [this, task = std::move(task)](lmdb::WriteTxn& txn) {
+      Txn t(*this, txn.raw(), &txn);
       return task(t);
     });
   }
@@ -56,7 +57,9 @@ class LmdbStore final : public embedded::Store {
  private:
   class Txn final : public embedded::Txn {
    public:
-    Txn(LmdbStore& store, MDB_txn* txn) : store_(store), txn_(txn) {}
+    // `write` is null in a read-only transaction.
+    Txn(LmdbStore& store, MDB_txn* txn, lmdb::WriteTxn* write = nullptr)
+        : store_(store), txn_(txn), write_(write) {}
 
     Result<std::optional<std::string_view>> Get(Table table, std::string_view key) override {
       MDB_val k = Val(key), v;
@@ -82,27 +85,25 @@ class LmdbStore final : public embedded::Store {
     }
 
     Result<void> Put(Table table, std::string_view key, std::string_view value) override {
-      MDB_val k = Val(key), v = Val(value);
-      if (int rc = mdb_put(txn_, store_.Dbi(table), &k, &v, 0); rc != 0) return Failed(rc, "put");
+      if (!write_) return Fail(ErrorCode::kInternal, "lmdb: write in a read transaction");
+      if (int rc = write_->Put(static_cast<size_t>(table), key, value); rc != 0)
+        return Fail(LmdbError(rc, "put"));
       return {};
     }
 
     Result<void> Del(Table table, std::string_view key) override {
-      MDB_val k = Val(key);
-      int rc = mdb_del(txn_, store_.Dbi(table), &k, nullptr);
-      if (rc != 0 && rc != MDB_NOTFOUND) return Failed(rc, "delete");
+      if (!write_) return Fail(ErrorCode::kInternal, "lmdb: write in a read transaction");
+      int rc = write_->Del(static_cast<size_t>(table), key);
+      if (rc != 0 && rc != MDB_NOTFOUND) return Fail(LmdbError(rc, "delete"));
       return {};
     }
 
     uint64_t NextSeq() override { return ++store_.committer_->last_version(); }
 
    private:
-    Result<void> Failed(int rc, std::string_view what) {
-      store_.committer_->NoteTxnError(rc);  // MDB_MAP_FULL: the batch grows the map and retries
-      return Fail(LmdbError(rc, what));
-    }
     LmdbStore& store_;
     MDB_txn* txn_;
+    lmdb::WriteTxn* write_;
   };
 
   MDB_dbi Dbi(Table table) const { return dbis_[static_cast<size_t>(table)]; }
