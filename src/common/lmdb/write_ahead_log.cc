@@ -24,7 +24,7 @@ constexpr size_t kFrameHeader = 4 + 4 + 8;
 constexpr uint64_t kMaxSpareBytes = uint64_t{256} << 20;
 
 Error IoError(std::string_view what, const std::string& path, int err = errno) {
-  return Error{ErrorCode::kBackend,
+  return Error{err == ENOSPC ? ErrorCode::kUnavailable : ErrorCode::kBackend,
                "lmdb log: " + std::string(what) + " " + path + ": " + std::strerror(err),
                {}};
 }
