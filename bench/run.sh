@@ -396,10 +396,14 @@ queue_fill() {  # queue_fill SERVER: at least QUEUE_FILL messages in queue "popb
   # In a file: 1 MB is over the kernel's limit for one command-line argument (128 KiB).
   batch=$TMP/fill-batch.json
   [ -f "$batch" ] || python3 -c 'import json; print(json.dumps({"messages": [{"payload": "x" * 80, "n": i} for i in range(10000)]}))' >"$batch"
-  have=$(curl -sf "http://127.0.0.1:${PORT[$1]}/queue/len/popbench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])')
+  # A failed request warns and ends the fill (set -e would end the whole run without a word).
+  have=$(curl -sS "http://127.0.0.1:${PORT[$1]}/queue/len/popbench" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["length"])') ||
+    { echo "  warning: queue len on $1 failed; popbench not filled" >&2; return 0; }
   while [ "$have" -lt "$QUEUE_FILL" ]; do
-    curl -sf -o /dev/null -H 'content-type: application/json' --data-binary "@$batch" \
-      "http://127.0.0.1:${PORT[$1]}/queue/push/popbench/batch"
+    curl -sS --fail-with-body -o "$TMP/fill-answer" -H 'content-type: application/json' \
+      --data-binary "@$batch" "http://127.0.0.1:${PORT[$1]}/queue/push/popbench/batch" ||
+      { echo "  warning: filling popbench on $1 failed: $(head -c 300 "$TMP/fill-answer")" >&2; return 0; }
     have=$((have + 10000))
   done
 }
