@@ -10,6 +10,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -236,6 +237,56 @@ TEST_F(CrashTest, DeletesAndCheckpointsReplayInOrder) {
   store->Close();
   store = Open();
   for (int i = 0; i < 1000; ++i) EXPECT_EQ(Has(*store, "k" + std::to_string(i)), i % 2 == 1) << i;
+}
+
+TEST_F(CrashTest, TheMapGrowsWhileACheckpointIsPinnedAndRecoveryStillWorks) {
+  // 1 MiB of map for about 8 MiB of values written across several checkpoints.
+  auto open_small = [this] { return GroupCommitter::Open(dir_.string(), {"t"}, size_t{1} << 20); };
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto store = open_small();
+    if (!store) {
+      std::fprintf(stderr, "open: %s\n", store.error().message.c_str());
+      _exit(2);
+    }
+    std::string value(2000, 'v');
+    for (int round = 0; round < 4; ++round) {
+      asio::io_context io;
+      bool ok = true;
+      for (int i = 0; i < 1000; ++i) {
+        std::string key = "r" + std::to_string(round) + "k" + std::to_string(i);
+        asio::co_spawn(
+            io,
+            [&, key]() -> asio::awaitable<void> {
+              std::function<Result<void>(WriteTxn&)> put = [&, key](WriteTxn& txn) -> Result<void> {
+                if (int rc = txn.Put(0, key, value); rc != 0) return Fail(LmdbError(rc, "put"));
+                return {};
+              };
+              auto written = co_await (*store)->Write<void>(std::move(put));
+              if (!written) {
+                std::fprintf(stderr, "write: %s\n", written.error().message.c_str());
+                ok = false;
+              }
+            },
+            asio::detached);
+      }
+      io.run();
+      if (!ok) _exit(1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a checkpoint in between
+    }
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's writes failed";
+  DestroyMetaPages();
+  auto store = open_small();
+  ASSERT_TRUE(store) << store.error().message;
+  for (int round = 0; round < 4; ++round)
+    for (int i = 0; i < 1000; ++i)
+      ASSERT_TRUE(Has(**store, "r" + std::to_string(round) + "k" + std::to_string(i)))
+          << round << " " << i;
 }
 
 TEST_F(CrashTest, ATornRecordAtTheEndOfTheLogIsIgnored) {

@@ -11,7 +11,6 @@
 namespace mikcar::lmdb {
 namespace {
 
-constexpr size_t kInitialMapSize = size_t{64} << 30;  // sparse: address space, not disk
 constexpr size_t kMaxBatch = 4096;
 constexpr char kVersionKey[] = "last_version";
 constexpr char kPut = 1, kDel = 2;  // log record op kinds
@@ -72,25 +71,28 @@ void GroupCommitter::Record(char kind, size_t db, std::string_view key, std::str
 }
 
 Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& dir,
-                                                             const std::vector<std::string>& dbs) {
+                                                             const std::vector<std::string>& dbs,
+                                                             size_t initial_map_size) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return Fail(ErrorCode::kBackend, "lmdb: cannot create directory " + dir + ": " + ec.message());
   std::unique_ptr<GroupCommitter> store(new GroupCommitter());
-  if (auto recovered = store->Recover(dir, dbs); !recovered) return Fail(recovered.error());
+  if (auto recovered = store->Recover(dir, dbs, initial_map_size); !recovered)
+    return Fail(recovered.error());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
   return store;
 }
 
-Result<void> GroupCommitter::Recover(const std::string& dir, const std::vector<std::string>& dbs) {
+Result<void> GroupCommitter::Recover(const std::string& dir, const std::vector<std::string>& dbs,
+                                     size_t initial_map_size) {
   auto log = WriteAheadLog::Recover(dir);
   if (!log) return Fail(log.error());
   auto open_env = [&]() -> Result<uint64_t> {
     int rc = mdb_env_create(&env_);
     if (rc == 0) rc = mdb_env_set_maxdbs(env_, static_cast<MDB_dbi>(dbs.size() + 1));
     if (rc == 0) rc = mdb_env_set_maxreaders(env_, 1024);
-    if (rc == 0) rc = mdb_env_set_mapsize(env_, kInitialMapSize);
+    if (rc == 0) rc = mdb_env_set_mapsize(env_, initial_map_size);
     // MDB_NOSYNC: the log makes commits durable. MDB_NOTLS: the writer thread holds the pin
     // next to its own transactions.
     if (rc == 0) rc = mdb_env_open(env_, dir.c_str(), MDB_NOSYNC | MDB_NOTLS, 0600);
@@ -457,7 +459,7 @@ Result<void> GroupCommitter::Grow() {
   size_t next = map_size_ * 2;
   if (int rc = mdb_env_set_mapsize(env_, next); rc != 0) return Fail(LmdbError(rc, "grow map"));
   map_size_ = next;
-  spdlog::info("lmdb: map grown to {} GiB", next >> 30);
+  spdlog::info("lmdb: map grown to {} MiB", next >> 20);
   return {};
 }
 

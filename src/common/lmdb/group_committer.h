@@ -68,8 +68,10 @@ class WriteTxn {
 class GroupCommitter {
  public:
   // `dbs` are the named databases to open (created if missing); Dbi(i) returns the i-th.
+  // `initial_map_size` is address space, not disk (tests pass a small one to make the map grow).
   static Result<std::unique_ptr<GroupCommitter>> Open(const std::string& dir,
-                                                      const std::vector<std::string>& dbs);
+                                                      const std::vector<std::string>& dbs,
+                                                      size_t initial_map_size = size_t{64} << 30);
   ~GroupCommitter();
 
   MDB_dbi Dbi(size_t i) const { return dbis_[i]; }
@@ -98,8 +100,8 @@ class GroupCommitter {
                    *result = fn(txn);
                    // A refused write (precondition, bad value) changed nothing; an LMDB failure
                    // may have left half its writes in the shared transaction.
-                   return result || (result->error().code != ErrorCode::kBackend &&
-                                     result->error().code != ErrorCode::kUnavailable);
+                   return result->has_value() || (result->error().code != ErrorCode::kBackend &&
+                                                  result->error().code != ErrorCode::kUnavailable);
                  },
                  [result, done](const Error* commit_error) {
                    done->Complete(commit_error ? Fail(*commit_error) : std::move(*result));
@@ -134,7 +136,8 @@ class GroupCommitter {
     Result<void> result;
   };
   GroupCommitter() = default;
-  Result<void> Recover(const std::string& dir, const std::vector<std::string>& dbs);
+  Result<void> Recover(const std::string& dir, const std::vector<std::string>& dbs,
+                       size_t initial_map_size);
   Result<void> Replay(const std::vector<std::string>& records);
   Result<std::string> MetaPages();
   void Enqueue(Op op);
