@@ -17,6 +17,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <tuple>
 
 namespace mikcar::lmdb {
 namespace {
@@ -185,13 +186,22 @@ class CrashTest : public GroupCommitterTest {
   // Overwrites LMDB's two meta pages: the state a power loss leaves when LMDB's newest meta page
   // reached the disk and the pages it points to did not, or worse.
   void DestroyMetaPages() {
-    std::string zeros(8192, '\0');
+    std::string zeros(2 * static_cast<size_t>(::sysconf(_SC_PAGESIZE)), '\0');  // LMDB's page
     int fd = ::open(Data().c_str(), O_WRONLY);
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(::pwrite(fd, zeros.data(), zeros.size(), 0), 8192);
+    ASSERT_EQ(::pwrite(fd, zeros.data(), zeros.size(), 0), static_cast<ssize_t>(zeros.size()));
     ::close(fd);
   }
 };
+
+TEST_F(GroupCommitterTest, ASecondStoreOnTheSameDirectoryIsRefused) {
+  auto store = Open();
+  auto second = GroupCommitter::Open(dir_.string(), {"t"});
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message.find("in use"), std::string::npos) << second.error().message;
+  store->Close();
+  EXPECT_TRUE(GroupCommitter::Open(dir_.string(), {"t"}));  // free once the first is closed
+}
 
 TEST_F(CrashTest, AcknowledgedWritesSurviveACrash) {
   CrashAfter([](GroupCommitter& store) { return WriteRange(store, 2000); });
@@ -229,6 +239,15 @@ TEST_F(CrashTest, DeletesAndCheckpointsReplayInOrder) {
       if (!deleted(i)) return false;
     return true;
   });
+  {
+    // The child's mid-run checkpoint was saved: it names a record past the one made at open.
+    std::ifstream in(dir_ / "checkpoint", std::ios::binary);
+    std::string checkpoint(std::istreambuf_iterator<char>(in), {});
+    uint64_t lsn = 0;
+    ASSERT_GE(checkpoint.size(), 16u);
+    std::memcpy(&lsn, checkpoint.data() + 8, 8);
+    EXPECT_GT(lsn, 0u);
+  }
   DestroyMetaPages();
   auto store = Open();
   ASSERT_TRUE(store);
@@ -291,39 +310,37 @@ TEST_F(CrashTest, TheMapGrowsWhileACheckpointIsPinnedAndRecoveryStillWorks) {
 
 TEST_F(CrashTest, ATornRecordAtTheEndOfTheLogIsIgnored) {
   CrashAfter([](GroupCommitter& store) { return WriteRange(store, 500); });
-  // A record the crash cut short: its header promises more than was written.
+  // A record the crash cut short, after the newest one: its header promises more than was
+  // written. Frames are u64 size | u32 crc | u64 lsn | body, with consecutive lsns.
   std::filesystem::path last;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
-    std::string name = entry.path().filename().string();
-    if (name.rfind("wal-", 0) == 0 && name != "wal-spare" && entry.path() > last)
-      last = entry.path();
-  }
-  ASSERT_FALSE(last.empty());
-  std::string log;
-  {
-    std::ifstream in(last, std::ios::binary);
-    log.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  // Frames are u32 size | u32 crc | u64 lsn | body, with consecutive lsns.
   size_t end = 0;
   uint64_t lsn = 0;
-  for (;;) {
-    uint32_t size = 0;
-    uint64_t next = 0;
-    if (end + 16 > log.size()) break;
-    std::memcpy(&size, log.data() + end, 4);
-    std::memcpy(&next, log.data() + end + 8, 8);
-    if ((lsn != 0 && next != lsn + 1) || end + 16 + size > log.size()) break;
-    lsn = next;
-    end += 16 + size;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("wal-", 0) != 0 || name == "wal-spare") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string log(std::istreambuf_iterator<char>(in), {});
+    size_t at = 0;
+    uint64_t prev = 0;
+    for (;;) {
+      uint64_t size = 0, next = 0;
+      if (at + 20 > log.size()) break;
+      std::memcpy(&size, log.data() + at, 8);
+      std::memcpy(&next, log.data() + at + 12, 8);
+      if ((prev != 0 && next != prev + 1) || at + 20 + size > log.size()) break;
+      prev = next;
+      at += 20 + size;
+    }
+    if (prev > lsn) std::tie(last, end, lsn) = std::tuple(entry.path(), at, prev);
   }
   ASSERT_GT(lsn, 0u);
   {
     std::fstream out(last, std::ios::in | std::ios::out | std::ios::binary);
     out.seekp(static_cast<std::streamoff>(end));
-    uint32_t size = 1000, crc = 0;
+    uint64_t size = 1000;
+    uint32_t crc = 0;
     ++lsn;
-    out.write(reinterpret_cast<char*>(&size), 4).write(reinterpret_cast<char*>(&crc), 4);
+    out.write(reinterpret_cast<char*>(&size), 8).write(reinterpret_cast<char*>(&crc), 4);
     out.write(reinterpret_cast<char*>(&lsn), 8).write("partial", 7);
   }
   DestroyMetaPages();

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -13,7 +14,8 @@ namespace {
 
 constexpr size_t kMaxBatch = 4096;
 constexpr char kVersionKey[] = "last_version";
-constexpr char kPut = 1, kDel = 2;  // log record op kinds
+constexpr char kPut = 1, kDel = 2;       // log record op kinds
+constexpr unsigned char kMetaDb = 0xff;  // the `meta` database's id in log records
 // Between checkpoints the file grows by the pages written meanwhile (the pin keeps LMDB from
 // reusing them): at 20,000 random writes a second, about 100 MB. Measured on this machine, 500 ms
 // gives the throughput of 1 s with half the growth.
@@ -59,7 +61,9 @@ int WriteTxn::Del(size_t db, std::string_view key) {
 // (put: u32 value size) | key | (put: value).
 void GroupCommitter::Record(char kind, size_t db, std::string_view key, std::string_view value) {
   record_.push_back(kind);
-  record_.push_back(static_cast<char>(db));
+  // Databases are named by their place in Open's list (new ones go at its end); `meta`, kept
+  // after them, by a fixed id, so that a longer list still replays an older log.
+  record_.push_back(static_cast<char>(db == dbis_.size() - 1 ? kMetaDb : db));
   auto size = [this](size_t n) {
     uint32_t u = static_cast<uint32_t>(n);
     record_.append(reinterpret_cast<const char*>(&u), sizeof u);
@@ -86,6 +90,14 @@ Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& 
 
 Result<void> GroupCommitter::Recover(const std::string& dir, const std::vector<std::string>& dbs,
                                      size_t initial_map_size) {
+  // One store per directory: a second one would restore old meta pages under the first, and
+  // retire its log.
+  std::string lock_path = dir + "/wal.lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd_ < 0 || ::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Fail(ErrorCode::kUnavailable,
+                "lmdb: " + dir + " is in use by another store (" + std::strerror(errno) + ")");
+  }
   auto log = WriteAheadLog::Recover(dir);
   if (!log) return Fail(log.error());
   auto open_env = [&]() -> Result<uint64_t> {
@@ -191,7 +203,8 @@ Result<void> GroupCommitter::Replay(const std::vector<std::string>& records) {
       while (rc == 0 && !in.empty()) {
         uint32_t key_size = 0, value_size = 0;
         char kind = in[0];
-        size_t db = static_cast<unsigned char>(in.size() > 1 ? in[1] : 0xff);
+        size_t db = in.size() > 1 ? static_cast<unsigned char>(in[1]) : dbis_.size();
+        if (db == kMetaDb) db = dbis_.size() - 1;
         size_t header = 2 + 4 + (kind == kPut ? 4 : 0);
         if (in.size() < header || db >= dbis_.size() || (kind != kPut && kind != kDel)) {
           rc = MDB_CORRUPTED;
@@ -271,16 +284,21 @@ void GroupCommitter::Close() {
     mdb_env_close(env_);
     env_ = nullptr;
   }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the directory
+  lock_fd_ = -1;
 }
 
 void GroupCommitter::WriterLoop() {
   auto last_periodic = std::chrono::steady_clock::now();
   std::vector<Op> batch;
+  std::chrono::milliseconds period{0};
+  std::function<bool(WriteTxn&)> periodic;
   for (;;) {
     bool checkpointed = false;
     {
       std::unique_lock lock(mu_);
-      auto wait = period_.count() > 0 ? std::min(period_, kCheckpointEvery) : kCheckpointEvery;
+      if (!periodic && periodic_) std::tie(period, periodic) = std::tie(period_, periodic_);
+      auto wait = period.count() > 0 ? std::min(period, kCheckpointEvery) : kCheckpointEvery;
       cv_.wait_for(lock, wait,
                    [&] { return closing_ || !queue_.empty() || (pending_ && pending_->done); });
       while (!queue_.empty() && batch.size() < kMaxBatch) {
@@ -297,9 +315,9 @@ void GroupCommitter::WriterLoop() {
       batch.clear();
     }
     auto now = std::chrono::steady_clock::now();
-    if (periodic_ && now - last_periodic >= period_) {
+    if (periodic && now - last_periodic >= period) {
       last_periodic = now;
-      RunPeriodic();
+      RunPeriodic(periodic);
     }
     if (!pending_ && wal_->last_lsn() > checkpoint_lsn_ &&
         (now - last_checkpoint_ >= kCheckpointEvery || wal_->segment_bytes() >= kSegmentBytes)) {
@@ -333,11 +351,7 @@ Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
       return {};
     }
     if (usable) {
-      if (last_version_ != version_before) {
-        rc = write.Put(
-            dbis_.size() - 1, kVersionKey,
-            std::string_view(reinterpret_cast<const char*>(&last_version_), sizeof last_version_));
-      }
+      if (last_version_ != version_before) rc = PutVersion(write);
       if (rc == 0) {
         rc = mdb_txn_commit(txn);  // not synced: the log record below makes it durable
         txn = nullptr;
@@ -347,8 +361,7 @@ Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
           auto synced = logged ? wal_->Sync() : Result<void>(Fail(logged.error()));
           if (synced) return {};
           // LMDB has the batch but the log may not: later writes could not be recovered.
-          spdlog::error("{}; the store refuses writes until restarted", synced.error().message);
-          wal_error_ = synced.error();
+          Broke(synced.error());
           return synced;
         }
       }
@@ -358,22 +371,40 @@ Result<void> GroupCommitter::CommitBatch(std::vector<Op>& batch) {
     if (txn) mdb_txn_abort(txn);
     last_version_ = version_before;
     if (rc != MDB_MAP_FULL) return Fail(LmdbError(rc, "commit"));
-    if (auto grown = Grow(); !grown) return grown;
+    if (auto grown = Grow(); !grown) {
+      Broke(grown.error());  // LMDB may have lost its map: no transaction is safe any more
+      return grown;
+    }
   }
   return Fail(ErrorCode::kUnavailable, "lmdb: map still full after growing");
 }
 
+void GroupCommitter::Broke(const Error& error) {
+  spdlog::error("{}; the store refuses writes until restarted", error.message);
+  if (!wal_error_) wal_error_ = error;
+}
+
+int GroupCommitter::PutVersion(WriteTxn& write) {
+  return write.Put(
+      dbis_.size() - 1, kVersionKey,
+      std::string_view(reinterpret_cast<const char*>(&last_version_), sizeof last_version_));
+}
+
 // The periodic task's changes are logged but not synced: nobody waits for them, and the next
 // batch's sync carries them.
-void GroupCommitter::RunPeriodic() {
+void GroupCommitter::RunPeriodic(const std::function<bool(WriteTxn&)>& periodic) {
   if (wal_error_) return;
   record_.clear();
   txn_error_ = 0;
   MDB_txn* txn = nullptr;
   if (mdb_txn_begin(env_, nullptr, 0, &txn) != 0) return;
   WriteTxn write(*this, txn);
-  if (!periodic_(write) || record_.empty()) {
+  uint64_t version_before = last_version_;
+  bool keep = periodic(write) && !record_.empty();
+  if (keep && last_version_ != version_before) keep = PutVersion(write) == 0;
+  if (!keep) {
     mdb_txn_abort(txn);
+    last_version_ = version_before;
     return;
   }
   if (int rc = mdb_txn_commit(txn); rc != 0) {
@@ -381,8 +412,7 @@ void GroupCommitter::RunPeriodic() {
     return;
   }
   if (auto logged = wal_->Append(record_); !logged) {
-    spdlog::error("{}; the store refuses writes until restarted", logged.error().message);
-    wal_error_ = logged.error();
+    Broke(logged.error());
   }
 }
 
@@ -398,8 +428,7 @@ void GroupCommitter::StartCheckpoint() {
   auto metas = MetaPages();
   auto segments = metas ? wal_->Rotate() : Result<std::vector<std::string>>(Fail(metas.error()));
   if (!segments) {
-    spdlog::error("{}; the store refuses writes until restarted", segments.error().message);
-    wal_error_ = segments.error();
+    Broke(segments.error());
     mdb_txn_abort(pending->pin);
     return;
   }
@@ -408,16 +437,16 @@ void GroupCommitter::StartCheckpoint() {
   int fd = -1;
   mdb_env_get_fd(env_, &fd);
   pending->thread = std::thread([this, p = pending.get(), fd] {
+    // A write error is reported once per open file: whichever call sees it, the checkpoint fails.
     struct stat st;
-    if (::fstat(fd, &st) == 0) {
-      for (off_t at = 0; at < st.st_size; at += kCheckpointStep) {
-        ::sync_file_range(
-            fd, at, kCheckpointStep,
-            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
-      }
+    bool written = ::fstat(fd, &st) == 0;
+    for (off_t at = 0; written && at < st.st_size; at += kCheckpointStep) {
+      written = ::sync_file_range(fd, at, kCheckpointStep,
+                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                      SYNC_FILE_RANGE_WAIT_AFTER) == 0;
     }
     Result<void> result;  // the fdatasync makes it durable (and flushes the disk's cache)
-    if (::fdatasync(fd) != 0) {
+    if (!written || ::fdatasync(fd) != 0) {
       result =
           Fail(ErrorCode::kBackend, std::string("lmdb: checkpoint sync: ") + std::strerror(errno));
     } else {
@@ -442,14 +471,12 @@ void GroupCommitter::FinishCheckpoint() {
     mdb_txn_abort(pin_);
     pin_ = pending_->pin;
     checkpoint_lsn_ = pending_->checkpoint.lsn;
-    segments.insert(segments.end(), uncovered_.begin(), uncovered_.end());
-    uncovered_.clear();
     wal_->Retire(segments);
   } else {
-    // The last saved checkpoint still stands, and still needs these segments.
-    spdlog::warn("{}", pending_->result.error().message);
+    // A failed sync may have lost pages for good (a later sync would not say so): the last
+    // saved checkpoint and the log after it stay as they are, and nothing more is written.
+    Broke(pending_->result.error());
     mdb_txn_abort(pending_->pin);
-    uncovered_.insert(uncovered_.end(), segments.begin(), segments.end());
   }
   pending_.reset();
 }

@@ -143,13 +143,16 @@ class GroupCommitter {
   void Enqueue(Op op);
   void WriterLoop();
   Result<void> CommitBatch(std::vector<Op>& batch);
-  void RunPeriodic();
+  void RunPeriodic(const std::function<bool(WriteTxn&)>& periodic);
+  int PutVersion(WriteTxn& write);
+  void Broke(const Error& error);
   void StartCheckpoint();
   void FinishCheckpoint();
   Result<void> Grow();
   void Record(char kind, size_t db, std::string_view key, std::string_view value);
 
   MDB_env* env_ = nullptr;
+  int lock_fd_ = -1;             // holds an flock on the directory's wal.lock
   std::vector<MDB_dbi> dbis_;    // the caller's databases, then `meta`
   std::shared_mutex resize_mu_;  // readers shared; a map resize exclusive
   size_t map_size_ = 0;
@@ -160,19 +163,18 @@ class GroupCommitter {
   bool closing_ = false;
   std::thread writer_;
 
-  std::chrono::milliseconds period_{0};
+  std::chrono::milliseconds period_{0};  // guarded by mu_
   std::function<bool(WriteTxn&)> periodic_;
   // Writer thread only:
   uint64_t last_version_ = 0;
   int txn_error_ = 0;   // the last LMDB failure of a Put/Del (MDB_MAP_FULL: grow, retry)
   std::string record_;  // the log record of the transaction being built
   std::unique_ptr<WriteAheadLog> wal_;
-  std::optional<Error> wal_error_;  // the log failed: no write is accepted any more
+  std::optional<Error> wal_error_;  // the log or LMDB failed: no write is accepted any more
   MDB_txn* pin_ = nullptr;          // pins the snapshot of the saved checkpoint
   uint64_t checkpoint_lsn_ = 0;
   std::chrono::steady_clock::time_point last_checkpoint_;
   std::unique_ptr<PendingCheckpoint> pending_;
-  std::vector<std::string> uncovered_;  // segments of checkpoints that failed to save
 };
 
 }  // namespace mikcar::lmdb

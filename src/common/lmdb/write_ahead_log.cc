@@ -20,7 +20,7 @@ constexpr char kSegmentPrefix[] = "wal-";
 constexpr char kSpare[] = "wal-spare";
 constexpr char kCheckpoint[] = "checkpoint";
 constexpr char kCheckpointMagic[] = "MIKCARC1";
-constexpr size_t kFrameHeader = 4 + 4 + 8;
+constexpr size_t kFrameHeader = 8 + 4 + 8;
 constexpr uint64_t kMaxSpareBytes = uint64_t{256} << 20;
 
 Error IoError(std::string_view what, const std::string& path, int err = errno) {
@@ -142,8 +142,8 @@ Result<WriteAheadLog::Recovered> WriteAheadLog::Recover(const std::string& dir) 
     // follow its last record and end it (their lsn is out of sequence, or their crc fails).
     std::string_view in(*data);
     for (uint64_t expected = first;; ++expected) {
-      uint32_t size = 0, crc = 0;
-      uint64_t lsn = 0;
+      uint64_t size = 0, lsn = 0;
+      uint32_t crc = 0;
       std::string_view frame = in;
       if (!TakeRaw(frame, size) || !TakeRaw(frame, crc) || !TakeRaw(frame, lsn)) break;
       if (lsn != expected || frame.size() < size) break;
@@ -195,7 +195,7 @@ Result<void> WriteAheadLog::OpenSegment() {
 Result<uint64_t> WriteAheadLog::Append(std::string_view body) {
   uint64_t lsn = last_lsn_ + 1;
   frame_.clear();
-  AppendRaw(frame_, static_cast<uint32_t>(body.size()));
+  AppendRaw(frame_, static_cast<uint64_t>(body.size()));
   AppendRaw(frame_, Crc(lsn, body));
   AppendRaw(frame_, lsn);
   frame_.append(body);

@@ -1,7 +1,7 @@
 // The write-ahead log in front of an LMDB environment (see group_committer.h for why).
 //
 // A log is a directory's `wal-<first lsn>` segment files: records of opaque bytes, each framed
-// as u32 body length | u32 crc32 of (lsn, body) | u64 lsn | body, with consecutive lsns. A
+// as u64 body length | u32 crc32 of (lsn, body) | u64 lsn | body, with consecutive lsns. A
 // record is durable once Sync() returns. A `checkpoint` file names the last lsn already durable
 // in LMDB and holds the two LMDB meta pages of that moment. Retired segments are recycled as a
 // zero-cost preallocated spare: overwriting a file in place fsyncs faster than growing one.
@@ -34,7 +34,8 @@ class WriteAheadLog {
   };
 
   // Reads what `dir` holds: the checkpoint and every intact record after it. A torn or corrupt
-  // record ends the log (it was never acknowledged: acknowledgement waits for Sync()).
+  // record ends the log (it was never acknowledged: acknowledgement waits for Sync()), unless a
+  // later segment holds records after it: that is corruption, and an error.
   static Result<Recovered> Recover(const std::string& dir);
 
   // Starts a fresh log whose next record is `last_lsn + 1`, removing older segments. Call after
