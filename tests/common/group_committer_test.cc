@@ -194,6 +194,71 @@ class CrashTest : public GroupCommitterTest {
   }
 };
 
+// Readers keep a reset transaction per thread between reads; a map resize must wait for the ones
+// reading and the others must see the grown map afterwards.
+TEST_F(GroupCommitterTest, ReadersOnOtherThreadsKeepReadingWhileTheMapGrows) {
+  auto opened = GroupCommitter::Open(dir_.string(), {"t"}, size_t{1} << 20);
+  ASSERT_TRUE(opened) << opened.error().message;
+  auto& store = **opened;
+  ASSERT_TRUE(WriteAll(store, 1, [](int) { return false; })[0] == std::nullopt);  // "k0"
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&] {
+      while (!stop) {
+        if (!Has(store, "k0")) ++failures;
+        ++reads;
+      }
+    });
+  }
+  std::string value(4000, 'v');
+  for (int i = 0; i < 4000; ++i) {  // 16 MB of values in a 1 MiB map: it grows several times
+    std::function<Result<void>(WriteTxn&)> put = [&, i](WriteTxn& txn) -> Result<void> {
+      if (int rc = txn.Put(0, "big" + std::to_string(i), value); rc != 0)
+        return Fail(LmdbError(rc, "put"));
+      return {};
+    };
+    asio::io_context io;
+    bool ok = false;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> { ok = bool(co_await store.Write<void>(std::move(put))); },
+        asio::detached);
+    io.run();
+    ASSERT_TRUE(ok) << "write " << i;
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(reads, 0);
+  EXPECT_TRUE(Has(store, "big3999"));
+}
+
+// More threads than the store keeps readers for, and a Read inside a Read, still read correctly.
+TEST_F(GroupCommitterTest, ManyReadingThreadsAndNestedReads) {
+  auto store = Open();
+  ASSERT_TRUE(store);
+  ASSERT_TRUE(WriteAll(*store, 2, [](int) { return false; })[1] == std::nullopt);  // k0, k1
+  std::atomic<int> failures{0};
+  for (int round = 0; round < 3; ++round) {
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 100; ++t) {
+      threads.emplace_back([&] {
+        auto both = store->Read([&](MDB_txn*) -> Result<bool> { return Has(*store, "k1"); });
+        if (!both || !*both || !Has(*store, "k0")) ++failures;
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  EXPECT_EQ(failures, 0);
+  store->Close();
+  // A new store on this thread is not confused with the closed one.
+  auto again = Open();
+  ASSERT_TRUE(again);
+  EXPECT_TRUE(Has(*again, "k0"));
+}
+
 TEST_F(GroupCommitterTest, ASecondStoreOnTheSameDirectoryIsRefused) {
   auto store = Open();
   auto second = GroupCommitter::Open(dir_.string(), {"t"});

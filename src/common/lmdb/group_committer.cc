@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -25,6 +26,26 @@ constexpr std::chrono::milliseconds kCheckpointEvery{500};
 // 50 connections, against 8 ms in steps of 1 MiB).
 constexpr off_t kCheckpointStep = off_t{1} << 20;
 constexpr uint64_t kSegmentBytes = uint64_t{64} << 20;  // or sooner, once the log is this long
+// Threads that keep a read transaction (and an LMDB reader slot) per store; further threads
+// take a transaction per read.
+constexpr size_t kMaxCachedReaders = 64;
+
+// Stores are told apart by an id that is never reused (an address could be), so a thread's
+// cached reader of a closed store is never taken for one of a new store.
+std::mutex live_mu;
+std::vector<uint64_t> live_ids;  // the ids of open stores
+uint64_t next_id = 0;
+
+uint64_t NewStoreId() {
+  std::lock_guard lock(live_mu);
+  live_ids.push_back(++next_id);
+  return next_id;
+}
+
+void ForgetStoreId(uint64_t id) {
+  std::lock_guard lock(live_mu);
+  std::erase(live_ids, id);
+}
 
 }  // namespace
 
@@ -82,6 +103,7 @@ Result<std::unique_ptr<GroupCommitter>> GroupCommitter::Open(const std::string& 
   if (ec)
     return Fail(ErrorCode::kBackend, "lmdb: cannot create directory " + dir + ": " + ec.message());
   std::unique_ptr<GroupCommitter> store(new GroupCommitter());
+  store->id_ = NewStoreId();
   if (auto recovered = store->Recover(dir, dbs, initial_map_size); !recovered)
     return Fail(recovered.error());
   store->writer_ = std::thread([s = store.get()] { s->WriterLoop(); });
@@ -250,6 +272,77 @@ Result<std::string> GroupCommitter::MetaPages() {
 
 GroupCommitter::~GroupCommitter() { Close(); }
 
+GroupCommitter::Reader* GroupCommitter::ThreadReader() {
+  struct Entry {
+    uint64_t store;
+    Reader* reader;
+  };
+  thread_local std::vector<Entry> cache;
+  for (const auto& e : cache) {
+    if (e.store == id_) return e.reader;
+  }
+  {  // first read of this store on this thread: drop the entries of closed stores
+    std::lock_guard lock(live_mu);
+    std::erase_if(cache, [](const Entry& e) { return std::ranges::count(live_ids, e.store) == 0; });
+  }
+  std::lock_guard lock(readers_mu_);
+  if (readers_.size() >= kMaxCachedReaders) return nullptr;
+  Reader* reader = readers_.emplace_back(std::make_unique<Reader>()).get();
+  cache.push_back({id_, reader});
+  return reader;
+}
+
+Result<GroupCommitter::Reader*> GroupCommitter::BeginRead() {
+  Reader* reader = ThreadReader();
+  if (reader && reader->active.load(std::memory_order_relaxed)) {
+    // A Read inside a Read: a transaction of its own. The outer reader is active, so a resize
+    // cannot start meanwhile.
+    auto nested = std::make_unique<Reader>();
+    nested->kind = Reader::kNested;
+    if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &nested->txn); rc != 0)
+      return Fail(LmdbError(rc, "begin read transaction"));
+    return nested.release();
+  }
+  if (!reader) {  // more reading threads than cached readers: one registered for this read only
+    std::lock_guard lock(readers_mu_);
+    reader = readers_.emplace_back(std::make_unique<Reader>()).get();
+    reader->kind = Reader::kTemporary;
+  }
+  for (;;) {  // Dekker-style with Grow(): each side sets its flag, then reads the other's
+    reader->active.store(true, std::memory_order_seq_cst);
+    if (!resizing_.load(std::memory_order_seq_cst)) break;
+    reader->active.store(false, std::memory_order_seq_cst);
+    while (resizing_.load(std::memory_order_acquire)) std::this_thread::yield();
+  }
+  int rc = reader->txn ? mdb_txn_renew(reader->txn)
+                       : mdb_txn_begin(env_, nullptr, MDB_RDONLY, &reader->txn);
+  if (rc == 0) return reader;
+  if (reader->txn) mdb_txn_abort(reader->txn);
+  reader->txn = nullptr;
+  Error error = LmdbError(rc, "begin read transaction");
+  EndRead(*reader);
+  return Fail(std::move(error));
+}
+
+void GroupCommitter::EndRead(Reader& reader) {
+  switch (reader.kind) {
+    case Reader::kCached:
+      if (reader.txn) mdb_txn_reset(reader.txn);  // keeps the reader slot, holds no snapshot
+      reader.active.store(false, std::memory_order_release);
+      return;
+    case Reader::kNested:
+      if (reader.txn) mdb_txn_abort(reader.txn);
+      delete &reader;
+      return;
+    case Reader::kTemporary: {
+      if (reader.txn) mdb_txn_abort(reader.txn);
+      std::lock_guard lock(readers_mu_);
+      std::erase_if(readers_, [&](const auto& r) { return r.get() == &reader; });
+      return;
+    }
+  }
+}
+
 void GroupCommitter::SetPeriodic(std::chrono::milliseconds period,
                                  std::function<bool(WriteTxn&)> task) {
   std::lock_guard lock(mu_);
@@ -279,6 +372,14 @@ void GroupCommitter::Close() {
   cv_.notify_one();
   if (writer_.joinable()) writer_.join();
   if (env_) {
+    {
+      std::lock_guard lock(readers_mu_);
+      for (auto& reader : readers_) {
+        if (reader->txn) mdb_txn_abort(reader->txn);
+      }
+      readers_.clear();
+    }
+    ForgetStoreId(id_);
     if (pin_) mdb_txn_abort(pin_);
     pin_ = nullptr;
     mdb_env_close(env_);
@@ -481,10 +582,20 @@ void GroupCommitter::FinishCheckpoint() {
   pending_.reset();
 }
 Result<void> GroupCommitter::Grow() {
-  // mdb_env_set_mapsize needs no live transaction in this process: hold readers off meanwhile.
-  std::unique_lock lock(resize_mu_);
+  // mdb_env_set_mapsize needs no live transaction in this process: hold readers off meanwhile
+  // (their reset transactions hold no snapshot; a renew after the resize sees the new map).
+  resizing_.store(true, std::memory_order_seq_cst);
+  int rc = 0;
   size_t next = map_size_ * 2;
-  if (int rc = mdb_env_set_mapsize(env_, next); rc != 0) return Fail(LmdbError(rc, "grow map"));
+  {
+    std::lock_guard lock(readers_mu_);
+    for (auto& reader : readers_) {
+      while (reader->active.load(std::memory_order_seq_cst)) std::this_thread::yield();
+    }
+    rc = mdb_env_set_mapsize(env_, next);
+  }
+  resizing_.store(false, std::memory_order_release);
+  if (rc != 0) return Fail(LmdbError(rc, "grow map"));
   map_size_ = next;
   spdlog::info("lmdb: map grown to {} MiB", next >> 20);
   return {};

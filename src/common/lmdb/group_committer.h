@@ -1,9 +1,10 @@
 // An LMDB environment with one writer thread that group-commits through a write-ahead log.
 //
-// Reads run on the caller's thread in a short read-only transaction (LMDB readers never wait for
-// the writer). Writes are closures queued to the writer thread: everything queued while a commit
-// is in flight shares the next transaction. A closure validates before it writes, so a refused
-// write changes nothing and shares the batch safely; an LMDB failure aborts the batch.
+// Reads run on the caller's thread in a read-only transaction that each thread keeps and renews
+// per read, so threads share no lock (LMDB readers never wait for the writer). Writes are closures
+// queued to the writer thread: everything queued while a commit is in flight shares the next
+// transaction. A closure validates before it writes, so a refused write changes nothing and shares
+// the batch safely; an LMDB failure aborts the batch.
 //
 // Durability comes from the log, not from LMDB's own fsyncs. A batch is committed to LMDB
 // without a sync (MDB_NOSYNC: visible to readers at once), its physical changes (every Put and
@@ -32,7 +33,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,14 +79,14 @@ class GroupCommitter {
   // Runs `fn(txn)` in a read-only transaction on this thread. `fn` must not suspend.
   template <typename Fn>
   auto Read(Fn&& fn) -> decltype(fn(static_cast<MDB_txn*>(nullptr))) {
-    std::shared_lock lock(resize_mu_);
-    MDB_txn* txn = nullptr;
-    if (int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn); rc != 0) {
-      return Fail(LmdbError(rc, "begin read transaction"));
-    }
-    auto result = fn(txn);
-    mdb_txn_abort(txn);
-    return result;
+    auto reader = BeginRead();
+    if (!reader) return Fail(reader.error());
+    struct End {  // also when `fn` throws: an active reader would hold off map growth forever
+      GroupCommitter* store;
+      Reader* reader;
+      ~End() { store->EndRead(*reader); }
+    } end{this, *reader};
+    return fn(end.reader->txn);
   }
 
   // Queues `fn(txn)` for the writer thread; resumes once its batch is durable, with its result.
@@ -122,6 +122,20 @@ class GroupCommitter {
 
  private:
   friend class WriteTxn;
+  // A thread's read transaction on this store, reset between reads and renewed for the next: a
+  // renew reuses LMDB's reader slot, where a begin takes the reader table's lock (shared by
+  // every thread). `active` is written only by its thread, on a cache line of its own; a map
+  // resize waits until every reader is inactive.
+  struct alignas(64) Reader {
+    std::atomic<bool> active{false};
+    // kNested: a Read inside a Read on this thread; kTemporary: a thread beyond the cached ones.
+    enum Kind { kCached, kNested, kTemporary } kind = kCached;
+    MDB_txn* txn = nullptr;
+  };
+  Result<Reader*> BeginRead();
+  void EndRead(Reader& reader);
+  Reader* ThreadReader();
+
   struct Op {
     std::function<bool(WriteTxn&)> apply;  // false: the transaction must be aborted
     std::function<void(const Error*)> complete;
@@ -152,9 +166,12 @@ class GroupCommitter {
   void Record(char kind, size_t db, std::string_view key, std::string_view value);
 
   MDB_env* env_ = nullptr;
-  int lock_fd_ = -1;             // holds an flock on the directory's wal.lock
-  std::vector<MDB_dbi> dbis_;    // the caller's databases, then `meta`
-  std::shared_mutex resize_mu_;  // readers shared; a map resize exclusive
+  int lock_fd_ = -1;                   // holds an flock on the directory's wal.lock
+  std::vector<MDB_dbi> dbis_;          // the caller's databases, then `meta`
+  uint64_t id_ = 0;                    // tells this store apart in threads' reader caches
+  std::atomic<bool> resizing_{false};  // set while the map grows: readers wait
+  std::mutex readers_mu_;              // guards readers_ (registration, resize, close)
+  std::vector<std::unique_ptr<Reader>> readers_;
   size_t map_size_ = 0;
 
   std::mutex mu_;
