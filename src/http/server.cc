@@ -35,6 +35,7 @@
 #include <string>
 #include <thread>
 
+#include "common/cores.h"
 #include "common/json.h"
 #include "common/text.h"
 #include "http/auth.h"
@@ -941,8 +942,7 @@ Result<void> Server::Start() {
                     " is not a loopback address and no token is set; expected "
                     "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
   }
-  unsigned threads =
-      o.io_threads ? o.io_threads : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = o.io_threads ? o.io_threads : AvailableCores();
   for (unsigned i = 0; i < threads; ++i) {
     s.contexts.push_back(std::make_unique<asio::io_context>(1));
     s.guards.push_back(asio::make_work_guard(*s.contexts.back()));

@@ -130,7 +130,8 @@ int main(int argc, char** argv) {
                  "key for presigned storage URLs (default: <data-dir>/presign.key)")
       ->envname("MIKCAR_PRESIGN_SECRET");
   app.add_option("--timeout", timeout, "per-request deadline, e.g. 30s")->envname("MIKCAR_TIMEOUT");
-  app.add_option("--threads", threads, "I/O threads (0 = number of cores)")
+  app.add_option("--threads", threads,
+                 "I/O threads (0 = the CPUs this process may use: affinity mask, cgroup CPU limit)")
       ->envname("MIKCAR_THREADS");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
       ->envname("MIKCAR_LOG");

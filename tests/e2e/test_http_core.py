@@ -976,3 +976,23 @@ def test_startup_to_first_health(tmp_path, capsys):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
+
+
+def test_default_io_threads_follow_the_cpu_affinity(start_mikcar):
+    """Without --threads, mikcar runs one I/O thread per CPU it may use (here: pinned to one),
+    not one per CPU of the host."""
+    def threads(m):
+        return len(os.listdir(f"/proc/{m.proc.pid}/task"))
+
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(saved)})  # inherited by the processes started meanwhile
+    try:
+        env = {"KV_URL": "memory://"}
+        default = start_mikcar(["--kv"], env=env)
+        one = start_mikcar(["--kv", "--threads", "1"], env=env)
+        two = start_mikcar(["--kv", "--threads", "2"], env=env)
+    finally:
+        os.sched_setaffinity(0, saved)
+    assert threads(default) == threads(one)
+    assert threads(two) == threads(one) + 1
+    assert default.get("/health").status_code == 200

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "common/blocking_pool.h"
+#include "common/cores.h"
 #include "sql/script/jsc.h"
 #include "sql/script/script_forms.h"
 #include "sql/statement_json.h"
@@ -466,8 +467,7 @@ class JscScriptRunner final : public ScriptRunner {
  public:
   JscScriptRunner(SqlBackend& backend, ScriptOptions options)
       : backend_(backend), options_(options) {
-    if (options_.workers == 0)
-      options_.workers = std::max(2u, 2 * std::max(1u, std::thread::hardware_concurrency()));
+    if (options_.workers == 0) options_.workers = std::max(2u, 2 * AvailableCores());
   }
 
   asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) override {

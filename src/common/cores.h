@@ -1,0 +1,20 @@
+// How many CPUs this process may use: the default number of I/O threads (and of script
+// workers). std::thread::hardware_concurrency() counts every CPU of the host; a sidecar usually
+// runs pinned (taskset, cpuset) or under a container's CPU limit, where one thread per host CPU
+// would mean threads time-sharing a fraction of a core.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+namespace mikcar {
+
+// CPUs in this process's affinity mask, capped by a cgroup CPU quota (v2 cpu.max, or v1
+// cpu.cfs_quota_us / cpu.cfs_period_us) rounded up; at least 1.
+unsigned AvailableCores();
+
+// The CPUs a cgroup v2 `cpu.max` ("max 100000", "150000 100000") allows, rounded up; nullopt
+// for no limit or an unreadable value.
+std::optional<unsigned> CoresOfCpuMax(std::string_view cpu_max);
+
+}  // namespace mikcar
