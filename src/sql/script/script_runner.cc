@@ -345,10 +345,12 @@ JSValueRef SqlCall(SqlMode mode, JSContextRef ctx, size_t argc, const JSValueRef
   // BEGIN and the first statement in one trip to the I/O thread.
   Limits limits = run.job->sql_limits;
   limits.deadline = std::min(limits.deadline, run.deadline);
+  // Rounded up: a statement cut short by the script's own limit must not end before the script's
+  // deadline, or its timeout would read as the statement's (504) instead of the script's (408).
   limits.statement_timeout =
       std::min(limits.statement_timeout,
                std::max(std::chrono::milliseconds(1),
-                        std::chrono::duration_cast<std::chrono::milliseconds>(run.deadline - now)));
+                        std::chrono::ceil<std::chrono::milliseconds>(run.deadline - now)));
   auto step = [backend = run.backend, limits, transaction = run.transaction,
                s = std::move(*statement)]() mutable -> Task<ResultSet> {
     if (!*transaction) {
