@@ -18,6 +18,7 @@
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -161,10 +162,18 @@ struct Server::Impl {
   TokenAuth auth{""};
   Metrics metrics;
 
-  std::vector<std::unique_ptr<asio::io_context>> contexts;
-  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+  // One io_context run by every I/O thread: a connection whose thread the kernel preempts is
+  // not stuck behind it, another thread takes its next event. Each connection (and acceptor)
+  // runs on a strand of its own, so its handlers never run concurrently.
+  std::unique_ptr<asio::io_context> io;
+  std::optional<asio::executor_work_guard<asio::io_context::executor_type>> guard;
+  unsigned io_threads = 1;
   std::vector<std::thread> threads;
-  std::atomic<size_t> next_context{0};
+  // A new strand, or with one I/O thread the io_context itself (nothing runs concurrently).
+  asio::any_io_executor Serial() {
+    if (io_threads == 1) return io->get_executor();
+    return asio::make_strand(*io);
+  }
   std::optional<asio::ip::tcp::acceptor> tcp_acceptor;
   std::optional<asio::local::stream_protocol::acceptor> unix_acceptor;
   uint16_t bound_port = 0;
@@ -181,8 +190,6 @@ struct Server::Impl {
   Clock::time_point ready_at{};
   bool ready_ok = false;
   std::string ready_details;
-
-  asio::io_context& NextContext() { return *contexts[next_context++ % contexts.size()]; }
 
   RouteStats* unmatched = nullptr;  // metrics of requests no route took
 
@@ -307,7 +314,8 @@ asio::awaitable<Result<Response>> Server::Impl::Ready(Request& request) {
 template <typename Acceptor>
 asio::awaitable<void> Server::Impl::AcceptLoop(Acceptor& acceptor) {
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(NextContext(), kTuple);
+    typename Acceptor::protocol_type::socket socket(Serial());
+    auto [ec] = co_await acceptor.async_accept(socket, kTuple);
     if (stopping || ec == asio::error::operation_aborted) break;
     if (ec) {
       // EMFILE and friends: back off instead of spinning.
@@ -942,12 +950,9 @@ Result<void> Server::Start() {
                     " is not a loopback address and no token is set; expected "
                     "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
   }
-  unsigned threads = o.io_threads ? o.io_threads : AvailableCores();
-  for (unsigned i = 0; i < threads; ++i) {
-    s.contexts.push_back(std::make_unique<asio::io_context>(1));
-    s.guards.push_back(asio::make_work_guard(*s.contexts.back()));
-  }
-  asio::io_context& accept_ctx = *s.contexts[0];
+  s.io_threads = o.io_threads ? o.io_threads : AvailableCores();
+  s.io = std::make_unique<asio::io_context>(static_cast<int>(s.io_threads));
+  s.guard.emplace(asio::make_work_guard(*s.io));
   boost::system::error_code ec;
   if (o.tcp) {
     auto addr = asio::ip::make_address(o.host == "localhost" ? "127.0.0.1" : o.host, ec);
@@ -955,7 +960,7 @@ Result<void> Server::Start() {
       return Fail(ErrorCode::kBadRequest,
                   "HOST: expected an IP address such as 127.0.0.1 or ::; got '" + o.host + "'");
     asio::ip::tcp::endpoint endpoint(addr, o.port);
-    auto& acc = s.tcp_acceptor.emplace(accept_ctx);
+    auto& acc = s.tcp_acceptor.emplace(s.Serial());
     acc.open(endpoint.protocol(), ec);
     if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acc.bind(endpoint, ec);
@@ -978,12 +983,12 @@ Result<void> Server::Start() {
     if (struct stat st; ::lstat(o.unix_socket.c_str(), &st) == 0) {
       if (!S_ISSOCK(st.st_mode))
         return Fail(ErrorCode::kBadRequest, where + "the path exists and is not a socket");
-      asio::local::stream_protocol::socket probe(accept_ctx);
+      asio::local::stream_protocol::socket probe(*s.io);
       probe.connect(endpoint, ec);
       if (!ec) return Fail(ErrorCode::kUnavailable, where + "another process is listening on it");
       ::unlink(o.unix_socket.c_str());
     }
-    auto& acc = s.unix_acceptor.emplace(accept_ctx);
+    auto& acc = s.unix_acceptor.emplace(s.Serial());
     acc.open(endpoint.protocol(), ec);
     if (!ec) acc.bind(endpoint, ec);
     if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
@@ -993,11 +998,14 @@ Result<void> Server::Start() {
     }
     ::chmod(o.unix_socket.c_str(), 0660);
   }
-  if (s.tcp_acceptor) asio::co_spawn(accept_ctx, s.AcceptLoop(*s.tcp_acceptor), asio::detached);
-  if (s.unix_acceptor) asio::co_spawn(accept_ctx, s.AcceptLoop(*s.unix_acceptor), asio::detached);
-  for (auto& ctx : s.contexts) {
-    s.threads.emplace_back([ctx = ctx.get()] { ctx->run(); });
+  if (s.tcp_acceptor) {
+    asio::co_spawn(s.tcp_acceptor->get_executor(), s.AcceptLoop(*s.tcp_acceptor), asio::detached);
   }
+  if (s.unix_acceptor) {
+    asio::co_spawn(s.unix_acceptor->get_executor(), s.AcceptLoop(*s.unix_acceptor), asio::detached);
+  }
+  for (unsigned i = 0; i < s.io_threads; ++i)
+    s.threads.emplace_back([io = s.io.get()] { io->run(); });
   return {};
 }
 
@@ -1010,12 +1018,20 @@ void Server::Stop() {
   s.stopped = true;
   s.stopping = true;
   for (auto& service : s.services) service->Drain();
-  if (!s.contexts.empty()) {
-    asio::post(*s.contexts[0], [&s] {
-      boost::system::error_code ignored;
-      if (s.tcp_acceptor) s.tcp_acceptor->close(ignored);
-      if (s.unix_acceptor) s.unix_acceptor->close(ignored);
-    });
+  if (s.io) {
+    // Each acceptor is closed on its own strand, never while its accept loop runs.
+    if (s.tcp_acceptor) {
+      asio::post(s.tcp_acceptor->get_executor(), [&s] {
+        boost::system::error_code ignored;
+        s.tcp_acceptor->close(ignored);
+      });
+    }
+    if (s.unix_acceptor) {
+      asio::post(s.unix_acceptor->get_executor(), [&s] {
+        boost::system::error_code ignored;
+        s.unix_acceptor->close(ignored);
+      });
+    }
     {
       std::unique_lock lock(s.conns_mu);
       for (auto& weak : s.conns) {
@@ -1028,8 +1044,8 @@ void Server::Stop() {
     }
   }
   for (auto& service : s.services) service->Shutdown();
-  s.guards.clear();
-  for (auto& ctx : s.contexts) ctx->stop();
+  s.guard.reset();
+  if (s.io) s.io->stop();
   for (auto& t : s.threads) t.join();
   s.threads.clear();
   // The posted close may not have run before stop(): no thread runs now, so close here too, or

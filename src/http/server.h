@@ -1,5 +1,5 @@
-// The HTTP server: listeners (TCP and Unix socket), one io_context per I/O thread, a coroutine
-// per connection, the request pipeline (limits, auth, routing, deadline, compression, CORS,
+// The HTTP server: listeners (TCP and Unix socket), one io_context that every I/O thread runs,
+// a coroutine per connection on a strand of its own, the request pipeline (limits, auth, routing, deadline, compression, CORS,
 // tracing, metrics) and graceful shutdown. Knows services only through `Sidecar`.
 #pragma once
 
