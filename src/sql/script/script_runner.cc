@@ -471,6 +471,9 @@ class JscScriptRunner final : public ScriptRunner {
       : backend_(backend), options_(options) {
     if (options_.workers == 0) options_.workers = std::max(2u, 2 * AvailableCores());
   }
+  // The workers stop first: a script still finishing (or a worker preparing its next global)
+  // uses the members below. Found by ThreadSanitizer at shutdown.
+  ~JscScriptRunner() override { pool_.reset(); }
 
   asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) override {
     auto js = LoadJsc();
