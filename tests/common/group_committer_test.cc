@@ -195,12 +195,16 @@ class CrashTest : public GroupCommitterTest {
 };
 
 // Readers keep a reset transaction per thread between reads; a map resize must wait for the ones
-// reading and the others must see the grown map afterwards.
-TEST_F(GroupCommitterTest, ReadersOnOtherThreadsKeepReadingWhileTheMapGrows) {
-  auto opened = GroupCommitter::Open(dir_.string(), {"t"}, size_t{1} << 20);
+// reading and the others must see the grown map afterwards. With `fill_cache`, 64 threads read
+// first, so the long-running readers are past the cached ones and register per read.
+void ReadWhileTheMapGrows(const std::filesystem::path& dir, bool fill_cache) {
+  auto opened = GroupCommitter::Open(dir.string(), {"t"}, size_t{1} << 20);
   ASSERT_TRUE(opened) << opened.error().message;
   auto& store = **opened;
   ASSERT_TRUE(WriteAll(store, 1, [](int) { return false; })[0] == std::nullopt);  // "k0"
+  if (fill_cache) {
+    for (int t = 0; t < 64; ++t) std::thread([&] { EXPECT_TRUE(Has(store, "k0")); }).join();
+  }
   std::atomic<bool> stop{false};
   std::atomic<int> failures{0}, reads{0};
   std::vector<std::thread> readers;
@@ -233,6 +237,14 @@ TEST_F(GroupCommitterTest, ReadersOnOtherThreadsKeepReadingWhileTheMapGrows) {
   EXPECT_EQ(failures, 0);
   EXPECT_GT(reads, 0);
   EXPECT_TRUE(Has(store, "big3999"));
+}
+
+TEST_F(GroupCommitterTest, ReadersOnOtherThreadsKeepReadingWhileTheMapGrows) {
+  ReadWhileTheMapGrows(dir_, /*fill_cache=*/false);
+}
+
+TEST_F(GroupCommitterTest, ReadersBeyondTheCachedOnesKeepReadingWhileTheMapGrows) {
+  ReadWhileTheMapGrows(dir_, /*fill_cache=*/true);
 }
 
 // More threads than the store keeps readers for, and a Read inside a Read, still read correctly.

@@ -336,6 +336,8 @@ void GroupCommitter::EndRead(Reader& reader) {
       return;
     case Reader::kTemporary: {
       if (reader.txn) mdb_txn_abort(reader.txn);
+      // Inactive before taking the lock: Grow() holds it while it waits for active readers.
+      reader.active.store(false, std::memory_order_release);
       std::lock_guard lock(readers_mu_);
       std::erase_if(readers_, [&](const auto& r) { return r.get() == &reader; });
       return;
