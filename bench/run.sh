@@ -11,7 +11,10 @@
 #   Env: BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1 (cores for the 1-core runs), BENCH_PORT_BASE=18400,
 #        BENCH_KEEP=1 keeps the temp dir (server logs, raw per-round results),
 #        MIKCAR=/path/to/mikcar measures another build (default build/release/src/mikcar).
-set -euo pipefail
+set -Eeuo pipefail
+# set -e alone ends a run without a word: remember the last failed command, and cleanup() names
+# it if the run stops early.
+trap 'LAST_FAILED="line $LINENO: \`$BASH_COMMAND\` (exit $?)"' ERR
 
 BENCH=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH")
@@ -87,7 +90,8 @@ STARTED=()                  # every pid we started, in order
 
 cleanup() {
   local rc=$? p
-  trap - EXIT INT TERM HUP
+  trap - EXIT INT TERM HUP ERR
+  [ "$rc" -ne 0 ] && echo "bench/run.sh: stopped early (exit $rc) at ${LAST_FAILED:-?}" >&2
   # nginx workers are children of the master; collect them before the master goes.
   local all=("${STARTED[@]}")
   for p in "${STARTED[@]}"; do mapfile -t -O "${#all[@]}" all < <(pgrep -P "$p" 2>/dev/null || true); done
@@ -144,14 +148,15 @@ wait_redis() {
 declare -A BACKEND_OF
 server_pids() {
   local p=${PID[$1]}
-  echo "$p" "$(pgrep -P "$p" | paste -sd' ')"
+  echo "$p" "$({ pgrep -P "$p" || true; } | paste -sd' ')"
   [ -n "${BACKEND_OF[$1]:-}" ] && echo "${PID[${BACKEND_OF[$1]}]}"
   return 0
 }
 cpu_ns() {  # total on-CPU ns of all threads of the given pids (/proc/PID/task/*/schedstat field 1)
   local p files=()
   for p in "$@"; do files+=(/proc/"$p"/task/*/schedstat); done
-  cat "${files[@]}" 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'
+  # A thread that exits between the glob and the read makes cat fail: count the others.
+  { cat "${files[@]}" 2>/dev/null || true; } | awk '{ s += $1 } END { printf "%.0f\n", s }'
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
