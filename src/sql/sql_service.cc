@@ -169,7 +169,10 @@ class SqlSidecar final : public Sidecar {
   std::string name() const override { return "sql"; }
   std::string backend_name() const override { return backend_->name(); }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
-  void Shutdown() override { backend_->Close(); }
+  void Shutdown() override {
+    if (scripts_) scripts_->Stop();  // scripts still use the backend
+    backend_->Close();
+  }
 
   std::vector<Route> Routes() override {
     auto bind = [this](auto method) { return BindHandler(this, method); };

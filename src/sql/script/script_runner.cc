@@ -473,7 +473,16 @@ class JscScriptRunner final : public ScriptRunner {
   }
   // The workers stop first: a script still finishing (or a worker preparing its next global)
   // uses the members below. Found by ThreadSanitizer at shutdown.
-  ~JscScriptRunner() override { pool_.reset(); }
+  ~JscScriptRunner() override {
+    Stop();
+    pool_.reset();
+  }
+
+  void Stop() override {
+    std::lock_guard lock(pool_mu_);
+    stopped_ = true;
+    if (pool_) pool_->Stop();  // waits for the queued and running scripts
+  }
 
   asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) override {
     auto js = LoadJsc();
@@ -488,7 +497,16 @@ class JscScriptRunner final : public ScriptRunner {
     auto shared = std::make_shared<ScriptJob>(std::move(job));
     // Not BlockingPool::Run: the worker answers first, then prepares the next global.
     auto start = [this, js = *js, io, shared](auto done) {
-      Pool().Detach([this, js, io, shared, done] {
+      // Posted under the lock: Stop() either comes first (and the script is refused) or waits
+      // for this one too.
+      std::lock_guard lock(pool_mu_);
+      if (stopped_) {
+        queued_.fetch_sub(1, std::memory_order_relaxed);
+        done->Complete(Fail(ErrorCode::kUnavailable, "the sidecar is shutting down"));
+        return;
+      }
+      if (!pool_) pool_ = std::make_unique<BlockingPool>(options_.workers, options_.max_queued);
+      pool_->Detach([this, js, io, shared, done] {
         Finished finished = Execute(*js, *shared, io);
         queued_.fetch_sub(1, std::memory_order_relaxed);
         done->Complete(std::move(finished));
@@ -496,6 +514,7 @@ class JscScriptRunner final : public ScriptRunner {
       });
     };
     auto finished = co_await Suspend<Finished>(std::move(start));
+    if (!finished) co_return Fail(finished.error());
     // COMMIT only after a clean finish, otherwise ROLLBACK: here on the I/O thread, which the
     // answer passes anyway. When the script's time is up the transaction's destructor rolls back
     // instead, with a deadline of its own.
@@ -516,13 +535,6 @@ class JscScriptRunner final : public ScriptRunner {
   }
 
  private:
-  BlockingPool& Pool() {
-    std::call_once(pool_once_, [this] {
-      pool_ = std::make_unique<BlockingPool>(options_.workers, options_.max_queued);
-    });
-    return *pool_;
-  }
-
   std::shared_ptr<CachedForm> Form(const std::string& source, Error* error) {
     {
       std::lock_guard lock(cache_mu_);
@@ -796,8 +808,9 @@ class JscScriptRunner final : public ScriptRunner {
   SqlBackend& backend_;
   ScriptOptions options_;
   std::atomic<size_t> queued_{0};
-  std::once_flag pool_once_;
+  std::mutex pool_mu_;  // guards pool_ (started by the first script) and stopped_
   std::unique_ptr<BlockingPool> pool_;
+  bool stopped_ = false;
   std::mutex cache_mu_;
   std::unordered_map<std::string, std::shared_ptr<CachedForm>> cache_;
   size_t cache_bytes_ = 0;

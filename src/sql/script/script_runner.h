@@ -53,6 +53,10 @@ class ScriptRunner {
   // SCRIPT_MEMORY 413, the SQL error of a failed statement (even one the script caught),
   // UNAVAILABLE 503 when the engine is missing or the worker queue is full.
   virtual boost::asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) = 0;
+  // Lets the queued and running scripts finish (each within its time limit), then stops the
+  // workers; a later Run() answers UNAVAILABLE. Call while the I/O threads still run: a finished
+  // script answers through them.
+  virtual void Stop() {}
 };
 
 // A runner over `backend`, which must outlive it. Starts no thread and loads nothing until the
