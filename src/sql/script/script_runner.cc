@@ -479,9 +479,14 @@ class JscScriptRunner final : public ScriptRunner {
   }
 
   void Stop() override {
-    std::lock_guard lock(pool_mu_);
-    stopped_ = true;
-    if (pool_) pool_->Stop();  // waits for the queued and running scripts
+    BlockingPool* pool = nullptr;
+    {
+      std::lock_guard lock(pool_mu_);  // no script is posted after this
+      stopped_ = true;
+      pool = pool_.get();
+    }
+    // Outside the lock: a script request arriving meanwhile must not hold an I/O thread.
+    if (pool) pool->Stop();  // waits for the queued and running scripts
   }
 
   asio::awaitable<Result<ScriptOutcome>> Run(ScriptJob job) override {
