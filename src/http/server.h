@@ -1,6 +1,7 @@
 // The HTTP server: listeners (TCP and Unix socket), one io_context that every I/O thread runs,
-// a coroutine per connection on a strand of its own, the request pipeline (limits, auth, routing, deadline, compression, CORS,
-// tracing, metrics) and graceful shutdown. Knows services only through `Sidecar`.
+// a coroutine per connection on a strand of its own, the request pipeline (limits, auth, routing,
+// deadline, compression, CORS, tracing, metrics) and graceful shutdown. Knows services only through
+// `Sidecar`.
 #pragma once
 
 #include <cstdint>
