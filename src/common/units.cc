@@ -73,4 +73,19 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<int64_t>(ms));
 }
 
+Result<std::chrono::milliseconds> DurationParam(const Request& request, std::string_view name,
+                                                std::chrono::milliseconds fallback,
+                                                std::chrono::milliseconds max) {
+  auto raw = request.query_param(name);
+  if (!raw) return fallback;
+  auto d = ParseDuration(*raw);
+  if (!d || *d > max) {
+    return Fail(ErrorCode::kBadRequest,
+                std::string(name) + ": expected a duration in seconds (or 500ms, 2m) up to " +
+                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(max).count()) +
+                    "s; got '" + *raw + "'");
+  }
+  return *d;
+}
+
 }  // namespace mikcar

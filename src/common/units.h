@@ -7,10 +7,17 @@
 #include <string_view>
 
 #include "mikcar/error.h"
+#include "mikcar/http.h"
 
 namespace mikcar {
 
 Result<uint64_t> ParseSize(std::string_view text);
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
+
+// The duration query parameter `name` ("30", "1.5", "500ms", "2m") within [0, max]; `fallback`
+// when absent.
+Result<std::chrono::milliseconds> DurationParam(const Request& request, std::string_view name,
+                                                std::chrono::milliseconds fallback,
+                                                std::chrono::milliseconds max);
 
 }  // namespace mikcar

@@ -1,5 +1,7 @@
 #include "kv/glob.h"
 
+#include <utility>
+
 namespace mikcar::kv {
 namespace {
 
@@ -15,37 +17,28 @@ bool MatchOne(std::string_view pattern, size_t p, unsigned char c, size_t& next)
     return static_cast<unsigned char>(pattern[p + 1]) == c;
   }
   if (pc == '[') {
+    // Redis's rules, byte for byte (util.c stringmatchlen): `]` closes the class even right
+    // after `[` or `[^` (so `[]` matches nothing and `[^]` any byte); an escape only makes the
+    // next byte literal; `x-y` is a range when two more bytes follow the `x`, whatever they are
+    // (`[a-]]` is the range a..], closed by the second `]`); an unterminated class runs to the end.
     size_t i = p + 1;
     bool negate = i < pattern.size() && pattern[i] == '^';
     if (negate) ++i;
     bool matched = false;
-    bool first = true;
-    while (i < pattern.size() && (pattern[i] != ']' || first)) {
-      first = false;
-      unsigned char lo;
+    for (; i < pattern.size() && pattern[i] != ']'; ++i) {
       if (pattern[i] == '\\' && i + 1 < pattern.size()) {
-        lo = static_cast<unsigned char>(pattern[i + 1]);
+        ++i;
+        matched = matched || static_cast<unsigned char>(pattern[i]) == c;
+      } else if (i + 2 < pattern.size() && pattern[i + 1] == '-') {
+        auto lo = static_cast<unsigned char>(pattern[i]);
+        auto hi = static_cast<unsigned char>(pattern[i + 2]);
+        if (lo > hi) std::swap(lo, hi);
+        matched = matched || (c >= lo && c <= hi);
         i += 2;
       } else {
-        lo = static_cast<unsigned char>(pattern[i]);
-        i += 1;
-      }
-      if (i + 1 < pattern.size() && pattern[i] == '-' && pattern[i + 1] != ']') {
-        unsigned char hi;
-        if (pattern[i + 1] == '\\' && i + 2 < pattern.size()) {
-          hi = static_cast<unsigned char>(pattern[i + 2]);
-          i += 3;
-        } else {
-          hi = static_cast<unsigned char>(pattern[i + 1]);
-          i += 2;
-        }
-        if (lo > hi) std::swap(lo, hi);
-        if (c >= lo && c <= hi) matched = true;
-      } else if (c == lo) {
-        matched = true;
+        matched = matched || static_cast<unsigned char>(pattern[i]) == c;
       }
     }
-    // An unterminated class runs to the end of the pattern (Redis does the same).
     next = i < pattern.size() ? i + 1 : i;
     return matched != negate;
   }

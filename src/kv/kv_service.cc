@@ -13,6 +13,8 @@
 
 #include "common/base64.h"
 #include "common/json.h"
+#include "common/text.h"
+#include "common/units.h"
 #include "common/watch_hub.h"
 #include "kv/kv_rules.h"
 #include "kv/register.h"
@@ -32,6 +34,9 @@ constexpr size_t kMaxKeysLimit = 10000;
 constexpr size_t kMaxBatchKeys = 10000;
 constexpr auto kWatchPoll = std::chrono::milliseconds(250);
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
+constexpr auto kMaxWatch = std::chrono::hours(1);
+constexpr int64_t kMaxTtlSeconds = 100LL * 365 * 24 * 3600;  // 100 years
+constexpr size_t kMaxContentTypeBytes = 1024;
 
 Result<void> ValidateKey(std::string_view key) {
   if (key.empty())
@@ -66,19 +71,45 @@ Result<std::optional<int64_t>> IntParam(const Request& request, std::string_view
   return std::optional<int64_t>(value);
 }
 
-bool FlagParam(const Request& request, std::string_view name) {
+// A boolean flag: `?nx`, `?nx=1` and `?nx=true` set it; `0`, `false` or no parameter clear it.
+Result<bool> FlagParam(const Request& request, std::string_view name) {
   auto v = request.query_param(name);
-  return v && (*v == "1" || *v == "true" || v->empty());
+  if (!v || *v == "0" || *v == "false") return false;
+  if (v->empty() || *v == "1" || *v == "true") return true;
+  return Fail(ErrorCode::kBadRequest,
+              std::string(name) + ": expected 1, true, 0 or false; got '" + *v + "'");
 }
 
-// The TTL of ?ttl=<seconds>: 0 when absent; 0 or negative → 400.
+// A route that cannot honour a condition refuses it rather than writing unconditionally: a
+// client that sends one relies on it.
+Result<void> Unconditional(const Request& request, std::string_view route) {
+  for (std::string_view header : {"If-Match", "If-None-Match"}) {
+    if (!request.header(header).empty()) {
+      return Fail(ErrorCode::kBadRequest,
+                  std::string(route) + " does not take " + std::string(header) +
+                      "; expected it on /kv/set/{key} or /kv/del/{key} only");
+    }
+  }
+  for (std::string_view flag : {"nx", "xx", "keepttl"}) {
+    if (request.query_param(flag)) {
+      return Fail(ErrorCode::kBadRequest, std::string(route) + " does not take ?" +
+                                              std::string(flag) +
+                                              "; expected it on /kv/set/{key} only");
+    }
+  }
+  return {};
+}
+
+// The TTL of ?ttl=<seconds>: 0 when absent; 0, negative or over 100 years → 400.
 Result<int64_t> TtlParam(const Request& request) {
-  auto ttl = IntParam(request, "ttl", "a positive number of seconds");
+  static const std::string kExpected =
+      "a positive number of seconds, at most 100 years (" + std::to_string(kMaxTtlSeconds) + ")";
+  auto ttl = IntParam(request, "ttl", kExpected);
   if (!ttl) return Fail(ttl.error());
   if (!*ttl) return int64_t{0};
-  if (**ttl <= 0 || **ttl > 100LL * 365 * 24 * 3600) {
+  if (**ttl <= 0 || **ttl > kMaxTtlSeconds) {
     return Fail(ErrorCode::kBadRequest,
-                "ttl: expected a positive number of seconds; got " + std::to_string(**ttl));
+                "ttl: expected " + kExpected + "; got " + std::to_string(**ttl));
   }
   return **ttl * 1000;
 }
@@ -94,9 +125,10 @@ std::optional<uint64_t> ParseVersion(std::string_view v) {
 }
 
 // `If-Match: "<version>"` (or a bare number; `*` means any existing key → version check skipped
-// and handled as XX by the caller).
+// and handled as XX by the caller). The comparison is strong (RFC 9110 §13.1.1): a weak ETag
+// never matches.
 Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
-  std::string_view v = request.header("if-match");
+  std::string_view v = TrimBlanks(request.header("if-match"));
   any = false;
   if (v.empty()) return std::optional<uint64_t>();
   if (v == "*") {
@@ -106,9 +138,27 @@ Result<std::optional<uint64_t>> IfMatch(const Request& request, bool& any) {
   auto version = ParseVersion(v);
   if (!version) {
     return Fail(ErrorCode::kBadRequest,
-                "If-Match: expected an ETag returned by mikcar, e.g. \"42\"");
+                "If-Match: expected one ETag returned by mikcar, e.g. \"42\", or *");
+  }
+  if (v.starts_with("W/")) {
+    return Fail(ErrorCode::kPreconditionFailed,
+                "If-Match: a weak ETag never matches (strong comparison); send \"" +
+                    std::to_string(*version) + "\"");
   }
   return version;
+}
+
+// Whether `If-None-Match` (`*` or a list of ETags, weak or strong) names `version`; a GET
+// compares weakly (RFC 9110 §13.1.2).
+bool NoneMatch(std::string_view header, uint64_t version) {
+  if (TrimBlanks(header) == "*") return true;
+  while (!header.empty()) {
+    size_t comma = header.find(',');
+    auto tag = ParseVersion(TrimBlanks(header.substr(0, comma)));
+    if (tag && *tag == version) return true;
+    header = comma == std::string_view::npos ? std::string_view{} : header.substr(comma + 1);
+  }
+  return false;
 }
 
 std::string ETag(uint64_t version) { return "\"" + std::to_string(version) + "\""; }
@@ -187,8 +237,8 @@ class KvSidecar final : public Sidecar {
 
   static Response ValueResponse(const Request& request, kv::Entry entry) {
     std::string etag = ETag(entry.version);
-    std::string_view inm = request.header("if-none-match");
-    if (!inm.empty() && (inm == etag || inm == "*" || inm == std::to_string(entry.version))) {
+    if (std::string_view inm = request.header("if-none-match");
+        !inm.empty() && NoneMatch(inm, entry.version)) {
       Response r = Response::Empty(304);
       r.headers.emplace_back("ETag", etag);
       return r;
@@ -223,11 +273,26 @@ class KvSidecar final : public Sidecar {
     std::string key = std::move(*checked);
     auto ttl = TtlParam(request);
     if (!ttl) co_return Fail(ttl.error());
+    auto keep_ttl = FlagParam(request, "keepttl");
+    if (!keep_ttl) co_return Fail(keep_ttl.error());
+    auto nx = FlagParam(request, "nx");
+    if (!nx) co_return Fail(nx.error());
+    auto xx = FlagParam(request, "xx");
+    if (!xx) co_return Fail(xx.error());
     kv::SetOptions options;
     options.ttl_ms = *ttl;
-    options.keep_ttl = FlagParam(request, "keepttl");
-    options.only_if_absent = FlagParam(request, "nx");
-    options.only_if_present = FlagParam(request, "xx");
+    options.keep_ttl = *keep_ttl;
+    options.only_if_absent = *nx;
+    options.only_if_present = *xx;
+    // `If-None-Match: *` is HTTP's create-only condition: the same as ?nx.
+    if (std::string_view inm = TrimBlanks(request.header("if-none-match")); !inm.empty()) {
+      if (inm != "*") {
+        co_return Fail(
+            ErrorCode::kBadRequest,
+            "If-None-Match: expected * (create only) on a set; got '" + std::string(inm) + "'");
+      }
+      options.only_if_absent = true;
+    }
     if (options.only_if_absent && options.only_if_present) {
       co_return Fail(ErrorCode::kBadRequest, "nx and xx exclude each other; expected at most one");
     }
@@ -241,6 +306,11 @@ class KvSidecar final : public Sidecar {
     options.if_version = *if_match;
     if (any) options.only_if_present = true;
     options.content_type = std::string(request.header("content-type"));
+    if (options.content_type.size() > kMaxContentTypeBytes) {
+      co_return Fail(ErrorCode::kBadRequest, "Content-Type is " +
+                                                 std::to_string(options.content_type.size()) +
+                                                 " bytes; expected at most 1024");
+    }
     auto version = co_await backend_->Set(key, std::move(request.body), std::move(options));
     if (!version) co_return Fail(version.error());
     watch_.Notify(key);
@@ -251,6 +321,7 @@ class KvSidecar final : public Sidecar {
 
   asio::awaitable<Result<Response>> SetBatch(Request& request) {
     constexpr std::string_view kExpected = R"({"<key>": "<string value>", ...})";
+    if (auto ok = Unconditional(request, "set/batch"); !ok) co_return Fail(ok.error());
     auto ttl = TtlParam(request);
     if (!ttl) co_return Fail(ttl.error());
     auto body = ParseJsonBody(request, kExpected);
@@ -285,6 +356,10 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
+    if (!request.header("if-none-match").empty()) {
+      co_return Fail(ErrorCode::kBadRequest,
+                     "del does not take If-None-Match; expected If-Match for a conditional delete");
+    }
     bool any = false;
     auto if_match = IfMatch(request, any);
     if (!if_match) co_return Fail(if_match.error());
@@ -302,6 +377,7 @@ class KvSidecar final : public Sidecar {
   }
 
   asio::awaitable<Result<Response>> DeleteBatch(Request& request) {
+    if (auto ok = Unconditional(request, "del/batch"); !ok) co_return Fail(ok.error());
     auto keys = KeysArray(request, R"({"keys": [string]})");
     if (!keys) co_return Fail(keys.error());
     auto deleted = co_await backend_->DeleteMany(*keys);
@@ -341,6 +417,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
+    if (auto ok = Unconditional(request, "increment"); !ok) co_return Fail(ok.error());
     auto by = IntParam(request, "by", "a 64-bit integer");
     if (!by) co_return Fail(by.error());
     auto value = co_await backend_->Increment(key, by->value_or(1));
@@ -381,6 +458,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
+    if (auto ok = Unconditional(request, "expire"); !ok) co_return Fail(ok.error());
     auto body = ParseJsonBody(request, kExpected);
     if (!body) co_return Fail(body.error());
     const json::object* obj = body->if_object();
@@ -391,8 +469,9 @@ class KvSidecar final : public Sidecar {
       co_return Fail(WrongShape(kExpected, "seconds is not an integer"));
     }
     int64_t seconds = it->value().is_int64() ? it->value().get_int64() : INT64_MAX;
-    if (seconds > 100LL * 365 * 24 * 3600) {
-      co_return Fail(ErrorCode::kBadRequest, "seconds: expected at most 100 years");
+    if (seconds > kMaxTtlSeconds) {
+      co_return Fail(ErrorCode::kBadRequest, "seconds: expected at most 100 years (" +
+                                                 std::to_string(kMaxTtlSeconds) + ")");
     }
     // seconds <= 0 deletes the key; clamp before scaling so a huge negative cannot overflow.
     auto found = co_await backend_->Expire(key, seconds <= 0 ? 0 : seconds * 1000);
@@ -405,6 +484,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
+    if (auto ok = Unconditional(request, "persist"); !ok) co_return Fail(ok.error());
     auto found = co_await backend_->Persist(key);
     if (!found) co_return Fail(found.error());
     if (*found) watch_.Notify(key);
@@ -425,13 +505,9 @@ class KvSidecar final : public Sidecar {
       }
       known = *parsed;
     }
-    auto timeout = IntParam(request, "timeout", "a number of seconds 0-3600");
+    auto timeout = DurationParam(request, "timeout", std::chrono::seconds(30), kMaxWatch);
     if (!timeout) co_return Fail(timeout.error());
-    int64_t seconds = timeout->value_or(30);
-    if (seconds < 0 || seconds > 3600)
-      co_return Fail(ErrorCode::kBadRequest, "timeout: expected a number of seconds 0-3600");
-    auto until =
-        std::min(Clock::now() + std::chrono::seconds(seconds), request.deadline - kDeadlineMargin);
+    auto until = std::min(Clock::now() + *timeout, request.deadline - kDeadlineMargin);
 
     // Writers elsewhere (another sidecar on the same Redis) are seen by the periodic re-check.
     auto waiter = std::make_shared<WatchHub::Waiter>(co_await asio::this_coro::executor);

@@ -67,22 +67,6 @@ Result<std::string> IdParam(const Request& request) {
   return std::string(id);
 }
 
-// A duration query parameter ("30", "1.5", "500ms", "2m") within [0, max]; `fallback` if absent.
-Result<std::chrono::milliseconds> DurationParam(const Request& request, std::string_view name,
-                                                std::chrono::milliseconds fallback,
-                                                std::chrono::milliseconds max) {
-  auto raw = request.query_param(name);
-  if (!raw) return fallback;
-  auto d = ParseDuration(*raw);
-  if (!d || *d > max) {
-    return Fail(ErrorCode::kBadRequest,
-                std::string(name) + ": expected a duration in seconds (or 500ms, 2m) up to " +
-                    std::to_string(std::chrono::duration_cast<std::chrono::seconds>(max).count()) +
-                    "s; got '" + *raw + "'");
-  }
-  return *d;
-}
-
 // The message body as stored: JSON as sent (re-serialised compactly), anything else wrapped as
 // {"data": "<text>"} (compat).
 std::string Payload(std::string_view body) {

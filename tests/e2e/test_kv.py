@@ -215,6 +215,25 @@ def test_if_none_match_304(kv):
     assert r.status_code == 200
     assert r.content == b"v2" and r.headers["ETag"] == new
     assert_envelope(kv.get("/kv/get/absent", headers={"If-None-Match": new}), 404, "NOT_FOUND")
+    # A GET compares weakly, and the header may list several ETags or be * (RFC 9110 §13.1.2).
+    for header in ("W/" + new, f'"999999", {new}', f"{old},{new}", "*", f"{new} "):
+        assert kv.get("/kv/get/k", headers={"If-None-Match": header}).status_code == 304, header
+    for header in ("W/" + old, f'"999999", {old}', "garbage"):
+        assert kv.get("/kv/get/k", headers={"If-None-Match": header}).status_code == 200, header
+
+
+def test_if_match_is_strong_and_names_one_etag(kv):
+    etag = kset(kv, "k", b"1")
+    before = snapshot(kv)
+    body = assert_envelope(kv.post("/kv/set/k", data=b"x", headers={"If-Match": "W/" + etag}), 412,
+                           "PRECONDITION_FAILED")
+    assert "weak" in body["error"]
+    assert_envelope(kv.delete("/kv/del/k", headers={"If-Match": "W/" + etag}), 412,
+                    "PRECONDITION_FAILED")
+    body = assert_envelope(kv.post("/kv/set/k", data=b"x", headers={"If-Match": f'"999", {etag}'}),
+                           400, "BAD_REQUEST")
+    assert "one ETag" in body["error"]
+    assert snapshot(kv) == before
 
 
 # --- TTL -------------------------------------------------------------------------------------
@@ -272,11 +291,13 @@ def test_persist_removes_ttl(kv):
     assert missing(kv, "nope")
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "-100", "abc", "", "1.5", "2s", " 3", "99999999999999999999"])
+@pytest.mark.parametrize("bad", ["0", "-1", "-100", "abc", "", "1.5", "2s", " 3", "99999999999999999999",
+                                 "3153600001"])
 def test_set_rejects_bad_ttl(kv, bad):
     kset(kv, "k", b"old")
     before = snapshot(kv)
-    assert_envelope(kv.post("/kv/set/k", data=b"new", params={"ttl": bad}), 400, "BAD_REQUEST")
+    body = assert_envelope(kv.post("/kv/set/k", data=b"new", params={"ttl": bad}), 400, "BAD_REQUEST")
+    assert "ttl: expected a positive number of seconds, at most 100 years" in body["error"]
     assert_envelope(kv.post("/kv/set/fresh", data=b"new", params={"ttl": bad}), 400, "BAD_REQUEST")
     assert_envelope(kv.post("/kv/set/batch", json={"fresh": "x", "k": "y"}, params={"ttl": bad}),
                     400, "BAD_REQUEST")
@@ -324,6 +345,65 @@ def test_nx_and_xx(kv):
     assert (r.content, r.headers["ETag"]) == (b"first", etag)
     kset(kv, "k", b"third", params={"xx": 1})
     assert kget(kv, "k") == b"third"
+
+
+@pytest.mark.parametrize("flag,value", [("nx", "yes"), ("nx", "2"), ("xx", "on"), ("xx", "abc"),
+                                        ("keepttl", "yes"), ("keepttl", "TRUE")])
+def test_set_refuses_a_flag_value_it_does_not_understand(kv, flag, value):
+    kset(kv, "k", b"old", params={"ttl": 1000})
+    before = snapshot(kv)
+    body = assert_envelope(kv.post("/kv/set/k", data=b"new", params={flag: value}), 400, "BAD_REQUEST")
+    assert flag in body["error"] and "expected 1, true, 0 or false" in body["error"]
+    assert_envelope(kv.post("/kv/set/fresh", data=b"new", params={flag: value}), 400, "BAD_REQUEST")
+    assert snapshot(kv) == before
+
+
+def test_set_flags_take_1_true_empty_0_and_false(kv):
+    kset(kv, "k", b"1", params={"nx": "true"})
+    assert_envelope(kv.post("/kv/set/k", data=b"2", params={"nx": ""}), 412, "PRECONDITION_FAILED")
+    kset(kv, "k", b"3", params={"nx": "0"})  # nx off: a plain set
+    kset(kv, "k", b"4", params={"xx": "false", "keepttl": "0"})
+    assert kget(kv, "k") == b"4"
+
+
+def test_if_none_match_star_on_set_creates_only(kv):
+    etag = kset(kv, "k", b"first", headers={"If-None-Match": "*"})
+    assert_envelope(kv.post("/kv/set/k", data=b"second", headers={"If-None-Match": "*"}), 412,
+                    "PRECONDITION_FAILED")
+    assert_envelope(kv.post("/kv/set/k", data=b"third", headers={"If-None-Match": etag}), 400,
+                    "BAD_REQUEST")
+    assert kget(kv, "k") == b"first"
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/kv/set/batch", {"a": "changed"}),
+    ("/kv/del/batch", {"keys": ["a"]}),
+    ("/kv/increment/n", None),
+    ("/kv/expire/a", {"seconds": 5}),
+    ("/kv/persist/a", None),
+])
+def test_routes_refuse_conditions_they_cannot_honour(kv, route, body):
+    kset(kv, "a", b"1", params={"ttl": 1000})
+    kset(kv, "n", b"7")
+    before = snapshot(kv)
+    for condition in ({"headers": {"If-Match": "*"}}, {"headers": {"If-Match": '"1"'}},
+                      {"headers": {"If-None-Match": "*"}}, {"params": {"nx": 1}},
+                      {"params": {"xx": 1}}, {"params": {"keepttl": 1}}):
+        r = kv.post(route, json=body, **condition)
+        assert "expected it on /kv/set/{key}" in assert_envelope(r, 400, "BAD_REQUEST")["error"]
+    assert_envelope(kv.delete("/kv/del/a", headers={"If-None-Match": "*"}), 400, "BAD_REQUEST")
+    assert snapshot(kv) == before
+
+
+def test_content_type_up_to_1024_bytes(kv):
+    ctype = "application/x-" + "y" * (1024 - len("application/x-"))
+    kset(kv, "k", b"v", headers={"Content-Type": ctype})
+    assert kv.get("/kv/get/k").headers["content-type"] == ctype
+    before = snapshot(kv)
+    body = assert_envelope(kv.post("/kv/set/k", data=b"w", headers={"Content-Type": ctype + "z"}),
+                           400, "BAD_REQUEST")
+    assert "at most 1024" in body["error"]
+    assert snapshot(kv) == before
 
 
 def test_if_match_compare_and_swap(kv):
@@ -470,11 +550,31 @@ GLOB_KEYS = ["user:1", "user:2", "user:10", "user:a", "xuser:1", "cat", "bat", "
     ("?", ["q", "~"]),
     ("??", ["q?", "qx", "é"]),
     ("nothing*", []),
+    # Classes parse as Redis parses them: `]` right after `[` closes the class.
+    ("[]]", []),
+    ("[]q]", []),
+    ("[^]", ["q", "~"]),
+    ("[q-", ["q"]),  # unterminated: the class runs to the end
+    ("[p-]", []),  # "p-]" is the range ]..p, and the class is unterminated
 ])
 def test_keys_glob(kv, pattern, expected):
     set_batch(kv, {k: "v" for k in GLOB_KEYS})
     page = keys_page(kv, pattern)
     assert page["keys"] == sorted_bytewise(expected)
+    assert page["cursor"] is None
+
+
+@pytest.mark.parametrize("limit", [2, 4])
+def test_keys_cursor_is_null_when_a_page_ends_with_the_last_key(kv, limit):
+    set_batch(kv, {f"p{i}": "v" for i in range(4)})
+    kset(kv, "q", b"after the range")
+    page = keys_page(kv, "p*", limit=limit)
+    if limit == 2:
+        assert page["keys"] == ["p0", "p1"] and page["cursor"]
+        page = keys_page(kv, "p*", limit=limit, cursor=page["cursor"])
+        assert page["keys"] == ["p2", "p3"]
+    else:
+        assert page["keys"] == ["p0", "p1", "p2", "p3"]
     assert page["cursor"] is None
 
 
@@ -704,6 +804,12 @@ def test_watch_times_out_with_304(kv):
     # A quoted ETag is accepted as the version too.
     r = kv.get("/kv/watch/k", params={"version": etag, "timeout": 0}, timeout=10)
     assert r.status_code == 304
+    # The timeout is a duration like every other (SPEC §11).
+    for timeout, low, high in (("300ms", 0.25, 2), ("0.5", 0.45, 2), ("1s", 0.9, 3)):
+        start = time.monotonic()
+        r = kv.get("/kv/watch/k", params={"version": etag, "timeout": timeout}, timeout=10)
+        assert r.status_code == 304
+        assert low <= time.monotonic() - start < high, timeout
 
 
 def test_watch_answers_at_once_on_shutdown(kv):
@@ -781,7 +887,10 @@ def test_watch_missing_key_returns_when_created(kv):
 def test_watch_bad_input(kv):
     kset(kv, "k")
     assert_envelope(kv.get("/kv/watch/k", params={"version": "abc"}), 400, "BAD_REQUEST")
-    assert_envelope(kv.get("/kv/watch/k", params={"version": "1", "timeout": "soon"}), 400, "BAD_REQUEST")
+    for timeout in ("soon", "-1", "2h", "3601"):
+        body = assert_envelope(kv.get("/kv/watch/k", params={"version": "1", "timeout": timeout}),
+                               400, "BAD_REQUEST")
+        assert "up to 3600s" in body["error"]
     assert_envelope(kv.get("/kv/watch/"), 400, "BAD_REQUEST")
 
 

@@ -27,6 +27,22 @@ TEST(GlobTest, RedisMetacharacters) {
   EXPECT_TRUE(GlobMatch("[\\]]", "]"));
 }
 
+// Classes follow Redis's stringmatchlen, compared with `redis-cli KEYS` on one-byte keys.
+TEST(GlobTest, ClassesParseAsRedisDoes) {
+  EXPECT_FALSE(GlobMatch("[]]", "]"));  // `[]` is an empty class, then a literal `]`
+  EXPECT_FALSE(GlobMatch("[]", "]"));
+  EXPECT_FALSE(GlobMatch("[]a]", "a"));
+  EXPECT_TRUE(GlobMatch("[^]", "]"));  // an empty negated class takes any byte
+  EXPECT_TRUE(GlobMatch("[^]", "a"));
+  EXPECT_TRUE(GlobMatch("[a-]]", "]"));  // the range a..] (reversed), closed by the last `]`
+  EXPECT_TRUE(GlobMatch("[a-]]", "_"));
+  EXPECT_FALSE(GlobMatch("[a-]]", "b"));
+  EXPECT_TRUE(GlobMatch("[\\a-z]", "-"));  // an escaped byte does not start a range
+  EXPECT_FALSE(GlobMatch("[\\a-z]", "m"));
+  EXPECT_TRUE(GlobMatch("[a-", "-"));  // unterminated: the class runs to the end
+  EXPECT_FALSE(GlobMatch("[", "["));
+}
+
 TEST(GlobTest, HostilePatternsStayPolynomial) {
   std::string text(5000, 'a');
   std::string pattern;

@@ -93,7 +93,8 @@ return 1
 )lua";
 
 // KEYS: index. ARGV: prefix, lex range start, lex range end, batch. Returns {live members…}
-// followed by the last member examined ("" when none); drops members whose hash expired.
+// followed by the last member examined, or "" when the range ended within this batch; drops
+// members whose hash expired.
 const std::string kScanScript = R"lua(
 local members = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[2], ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
@@ -101,7 +102,11 @@ for _, m in ipairs(members) do
   if redis.call('EXISTS', ARGV[1] .. m) == 1 then table.insert(out, m)
   else redis.call('ZREM', KEYS[1], m) end
 end
-table.insert(out, members[#members] or '')
+if #members == tonumber(ARGV[4]) then
+  table.insert(out, members[#members])
+else
+  table.insert(out, '')
+end
 return out
 )lua";
 
@@ -271,15 +276,16 @@ class RedisKvBackend final : public KvBackend {
       auto reply = co_await Script(kScanScript, std::move(keys_), std::move(args_));
       if (!reply) co_return Fail(reply.error());
       auto& items = reply->elements;
-      if (items.empty() || items.back().str.empty()) co_return page;  // range exhausted
+      if (items.empty()) co_return Fail(ErrorCode::kBackend, "scan: empty script reply");
       for (size_t i = 0; i + 1 < items.size(); ++i) {
-        if (!GlobMatch(pattern, items[i].str)) continue;
-        page.keys.push_back(items[i].str);
+        // A full page gets a cursor only when a key follows it, as on the other backends.
         if (page.keys.size() == limit) {
-          page.cursor = EncodeCursor(items[i].str);
+          page.cursor = EncodeCursor(page.keys.back());
           co_return page;
         }
+        if (GlobMatch(pattern, items[i].str)) page.keys.push_back(items[i].str);
       }
+      if (items.back().str.empty()) co_return page;  // the range ended within this batch
       start = "(" + items.back().str;
       examined += batch;
       if (examined > kMaxKeysExamined) {
