@@ -58,6 +58,11 @@ constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 4 << 20;
 constexpr size_t kSinkBytes = 16 * 1024;
+// The most a request head may take; a chunk header with its extensions and a trailer section
+// get the same, as the read buffer holds no more (a line that never ends cannot grow it).
+constexpr size_t kHeadLimit = 64 * 1024;
+constexpr const char* kFramingTooLarge =
+    "a chunk header or the trailer section exceeds 64 KiB; expected chunked framing within it";
 
 namespace {
 
@@ -135,6 +140,36 @@ asio::awaitable<bool> WriteHeadAndBody(Socket& socket, const ResponseHead& head,
                                             asio::buffer(body.data(), body.size())};
   auto [ec, n] = co_await asio::async_write(socket, buffers, kTuple);
   co_return !ec;
+}
+
+// A Host header value: empty, or a host and optional port (RFC 9112 §3.2, RFC 3986 §3.2.2).
+bool ValidHost(std::string_view host) {
+  for (char c : host) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// RFC 9112 §2.2: empty lines before a request line are ignored. Consumes them from the front of
+// `buffer`; false when there were none.
+bool SkipBlankLines(beast::flat_buffer& buffer) {
+  auto data = static_cast<const char*>(buffer.data().data());
+  size_t n = 0;
+  while (n < buffer.size() && (data[n] == '\r' || data[n] == '\n')) ++n;
+  buffer.consume(n);
+  return n > 0;
+}
+
+// A comma-separated list of header names (tokens), as in Access-Control-Request-Headers.
+bool IsHeaderList(std::string_view list) {
+  for (char c : list) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("!#$%&'*+-.^_`|~, ").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
 }
 
 bool IsLoopback(const std::string& host) {
@@ -426,6 +461,8 @@ class StreamedBody final : public BodyStream {
           co_return Fail(ErrorCode::kPayloadTooLarge,
                          "request body exceeds the " + std::to_string(limit_) + "-byte limit");
         }
+        if (ec == bhttp::error::buffer_overflow)
+          co_return Fail(ErrorCode::kBadRequest, kFramingTooLarge);
         co_return Fail(ErrorCode::kBadRequest, "request body not received: " + ec.message());
       }
       size_t got = kChunk - body.size;
@@ -464,8 +501,8 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     std::lock_guard lock(conns_mu);
     registration = conns.insert(conns.end(), conn);
   }
-  beast::flat_buffer buffer;
-  buffer.reserve(64 * 1024);  // Beast reads 512 bytes per syscall into a smaller buffer
+  beast::flat_buffer buffer(kHeadLimit);
+  buffer.reserve(kHeadLimit);  // Beast reads 512 bytes per syscall into a smaller buffer
 
   ResponseHead head_out;  // reused by every response of the connection
   // What the watchdog needs to answer for a handler that overruns its deadline; it points into
@@ -498,31 +535,57 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   // carries the trace id and, once the header is parsed, the headers CORS needs.
   // Callers build the Response as a named local first: GCC 12 destroys temporaries of a
   // co_await full-expression twice (a malformed request crashed the server with a double free).
+  // They count in /metrics under the unmatched route.
   auto send = [&](Response response, unsigned version,
                   const Request& context) -> asio::awaitable<bool> {
     Finish(context, response, false, version, false, head_out);
     conn->Arm(Clock::now() + options.timeout);
-    co_return co_await WriteHeadAndBody(conn->socket, head_out, response.body);
+    metrics.Started();
+    const bool written = co_await WriteHeadAndBody(conn->socket, head_out, response.body);
+    metrics.Finished(unmatched, response.status, 0, 0, response.body.size());
+    co_return written;
   };
 
   bool unread_body = false;  // the last request's body was not read to its end
   Exchange exchange;         // reused, so the request's vectors keep their capacity
-  while (!stopping) {
+  auto new_parser = [&exchange]() -> bhttp::request_parser<bhttp::string_body>& {
     auto& parser = exchange.parser.emplace();
+    parser.header_limit(kHeadLimit);
+    parser.body_limit(boost::none);  // checked against the route's limit once it is known
+    return parser;
+  };
+  while (!stopping) {
+    auto& parser = new_parser();  // a new one reuses the same storage, so this stays valid
     exchange.stream_parser.reset();
     Request* request = &exchange.request;
     request->params.clear();
     request->body.clear();
     request->body_stream = nullptr;
     request->authenticated = false;
-    parser.header_limit(64 * 1024);
-    parser.body_limit(boost::none);  // checked against the route's limit once it is known
     conn->idle = buffer.size() == 0;
     conn->timed_out = false;
     const auto request_start = Clock::now();
     const auto deadline = request_start + options.timeout;
     conn->Arm(deadline);
-    auto [ec, n] = co_await bhttp::async_read_header(conn->socket, buffer, parser, kTuple);
+    // The head is parsed as it arrives, so its whole size is counted here against kHeadLimit
+    // (Beast's header_limit bounds only what is buffered at once). Beast takes the CRLF some
+    // clients send after a body for a bad request line: it is skipped.
+    boost::system::error_code ec;
+    for (size_t head_bytes = 0; !parser.is_header_done();) {
+      size_t parsed = 0;  // bytes the parser took: Beast stops at the end of the head
+      std::tie(ec, parsed) = co_await bhttp::async_read_some(conn->socket, buffer, parser, kTuple);
+      if (ec == bhttp::error::bad_method && SkipBlankLines(buffer)) {
+        new_parser();
+        head_bytes = 0;
+        continue;
+      }
+      if (ec) break;
+      head_bytes += parsed;
+      if (head_bytes > kHeadLimit) {
+        ec = bhttp::error::header_limit;
+        break;
+      }
+    }
     conn->idle = false;
     if (ec) {
       if (ec == bhttp::error::end_of_stream || !parser.got_some() || stopping) break;
@@ -535,7 +598,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
                                                      " ms deadline (--timeout)",
                                                  {}});
         co_await send(std::move(rejection), 11, context);
-      } else if (ec == bhttp::error::header_limit) {
+      } else if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
         Response rejection = ErrorResponse(
             Error{ErrorCode::kBadRequest, "request headers exceed the 64 KiB limit", {}});
         co_await send(std::move(rejection), 11, context);
@@ -551,6 +614,16 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     const unsigned version = parser.get().version();
     bool keep_alive = parser.get().keep_alive();
     ReadHeader(parser.get(), *request);
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one valid Host; HTTP/1.0 at most one.
+    if (const size_t hosts = parser.get().count(bhttp::field::host);
+        hosts > 1 || (hosts == 0 && version >= 11) ||
+        !ValidHost(parser.get()[bhttp::field::host])) {
+      Response rejection = ErrorResponse(Error{
+          ErrorCode::kBadRequest, "expected exactly one Host header with a host[:port] value", {}});
+      co_await send(std::move(rejection), version, *request);
+      unread_body = !parser.is_done();
+      break;
+    }
     request->deadline = deadline;
     const bool head = request->method == "HEAD";
 
@@ -576,18 +649,23 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
     // §6.3), and reading on would take the body as the next request.
-    if (auto coding = TrimBlanks(parser.get()[bhttp::field::transfer_encoding]);
-        !coding.empty() && !beast::iequals(coding, "chunked")) {
-      Response rejection = ErrorResponse(
-          Error{ErrorCode::kBadRequest,
-                "unsupported Transfer-Encoding '" + std::string(coding) + "'; expected chunked",
-                {}});
+    if (const size_t codings = parser.get().count(bhttp::field::transfer_encoding);
+        codings > 1 ||
+        (codings == 1 &&
+         !beast::iequals(TrimBlanks(parser.get()[bhttp::field::transfer_encoding]), "chunked"))) {
+      auto coding = parser.get()[bhttp::field::transfer_encoding];
+      Response rejection =
+          ErrorResponse(Error{ErrorCode::kBadRequest,
+                              "unsupported Transfer-Encoding '" + std::string(coding) +
+                                  "'; expected one Transfer-Encoding: chunked",
+                              {}});
       co_await send(std::move(rejection), version, *request);
       break;
     }
     const bool has_body = !parser.is_done();
-    const bool send_continue =
-        has_body && beast::iequals(parser.get()[bhttp::field::expect], "100-continue");
+    // An HTTP/1.0 client gets no 1xx (RFC 9110 §15.2): it sends the body anyway.
+    const bool send_continue = has_body && version >= 11 &&
+                               beast::iequals(parser.get()[bhttp::field::expect], "100-continue");
     std::optional<StreamedBody<Socket>> body_stream;
     if (has_body && (bad_target || entry == nullptr)) {
       keep_alive = false;  // the refused body is never read, so the connection cannot go on
@@ -616,6 +694,9 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
               ErrorCode::kPayloadTooLarge,
               "request body exceeds the " + std::to_string(limit) + "-byte limit" + limit_name,
               {}});
+          co_await send(std::move(rejection), version, *request);
+        } else if (bec == bhttp::error::buffer_overflow) {
+          Response rejection = ErrorResponse(Error{ErrorCode::kBadRequest, kFramingTooLarge, {}});
           co_await send(std::move(rejection), version, *request);
         } else if (bec != bhttp::error::end_of_stream && bec != asio::error::connection_reset) {
           Response rejection = ErrorResponse(
@@ -746,9 +827,14 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
     Response preflight = Response::Empty(204);
     preflight.headers.emplace_back("Access-Control-Allow-Methods",
                                    "GET, HEAD, POST, PUT, DELETE, OPTIONS");
-    preflight.headers.emplace_back(
-        "Access-Control-Allow-Headers",
-        "Authorization, Content-Type, If-Match, If-None-Match, Range, x-trace-id, traceparent");
+    // The headers the browser asks for (storage's x-meta-*, Content-MD5, …): routes refuse what
+    // they do not take, so CORS need not second-guess them.
+    std::string_view asked = TrimBlanks(request.header("access-control-request-headers"));
+    preflight.headers.emplace_back("Access-Control-Allow-Headers",
+                                   !asked.empty() && IsHeaderList(asked)
+                                       ? std::string(asked)
+                                       : "Authorization, Content-Type, If-Match, If-None-Match, "
+                                         "Range, x-trace-id, traceparent");
     preflight.headers.emplace_back("Access-Control-Max-Age", "600");
     return {nullptr, std::move(preflight)};
   }
@@ -868,8 +954,12 @@ bool Server::Impl::SetHeaders(const Request& request, const Response& response,
       for (const auto& o : options.cors_origins) listed = listed || o == origin;
       if (listed) {
         out.Add("Access-Control-Allow-Origin", any ? std::string_view("*") : origin);
-        out.Add("Access-Control-Expose-Headers",
-                "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified");
+        std::string expose = "ETag, x-trace-id, Content-Range, x-object-size, x-last-modified";
+        for (const auto& [name, value] : response.headers) {
+          if (name.size() > 7 && beast::iequals(std::string_view(name).substr(0, 7), "x-meta-"))
+            expose += ", " + name;
+        }
+        out.Add("Access-Control-Expose-Headers", expose);
         if (!any) out.Add("Vary", "Origin");
       }
     }
@@ -1058,17 +1148,24 @@ void Server::Stop() {
 
 void Server::WaitForSignal() {
   asio::io_context signals_ctx(1);
-  asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  asio::signal_set signals(signals_ctx, SIGINT, SIGTERM, SIGHUP);
   // The mikcar binary keeps these blocked until now (see main.cc); deliver any pending one.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
-  signals.async_wait([](boost::system::error_code, int signal) {
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, signal);
+  pthread_sigmask(SIG_UNBLOCK, &handled, nullptr);
+  std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec,
+                                                                      int signal) {
+    if (!ec && signal == SIGHUP) {
+      // Its default action would kill the process; there is no configuration file to reload.
+      spdlog::info("received SIGHUP: nothing to reload, still serving");
+      signals.async_wait(on_signal);
+      return;
+    }
     spdlog::info("received {}, shutting down (in-flight requests get up to the grace period)",
                  signal == SIGTERM ? "SIGTERM" : "SIGINT");
-  });
+  };
+  signals.async_wait(on_signal);
   signals_ctx.run();
   Stop();
 }

@@ -80,14 +80,13 @@ void ListBackends() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // SIGINT/SIGTERM stay blocked (pending) until wait() has installed the graceful handler, and
-  // every thread started from here inherits the mask: a SIGTERM arriving just after "listening on"
-  // used to kill the process with the default action instead of shutting down cleanly.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // SIGINT/SIGTERM (and SIGHUP) stay blocked (pending) until wait() has installed its handler,
+  // and every thread started from here inherits the mask: a SIGTERM arriving just after
+  // "listening on" used to kill the process with the default action instead of shutting down.
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&handled, signal);
+  pthread_sigmask(SIG_BLOCK, &handled, nullptr);
 
   // Every connection and open object is a file descriptor: use all the hard limit allows.
   if (struct rlimit files;

@@ -254,6 +254,27 @@ def test_metrics_prometheus_text(core):
     assert started and abs(float(started.group(1)) - time.time()) < 600, text
 
 
+def test_metrics_count_requests_refused_before_routing(core):
+    def refused(status):
+        text = core.get("/metrics").text
+        found = re.findall(r'^mikcar_http_requests_total\{([^}]*)\} (\d+)$', text, re.M)
+        return sum(int(n) for labels, n in found
+                   if 'route="unmatched"' in labels and f'status="{status}"' in labels)
+    before = refused(400)
+    assert_envelope(roundtrip(core.port, b"GARBAGE\r\n\r\n"), 400, "BAD_REQUEST")
+    assert refused(400) == before + 1
+
+
+def test_sighup_does_not_stop_the_server(start_mikcar):
+    m = start_mikcar(["--kv"], env=kv_url())
+    m.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    assert m.proc.poll() is None, "SIGHUP killed mikcar"
+    assert requests.get(m.url("/health")).status_code == 200
+    assert "SIGHUP" in m.output()
+    assert m.stop() == 0
+
+
 def test_metrics_public_flag(start_mikcar):
     m = start_mikcar(["--kv", "--metrics-public"], env=kv_url())
     r = requests.get(m.url("/metrics"))
@@ -437,8 +458,17 @@ def test_incomplete_body_gets_408(fast_timeout):
     b"3\r\nabc\r\n0\r\n\r\n",
     b"POST /kv/set/k HTTP/1.1\r\nHost: mikcar\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"POST /kv/set/k HTTP/1.1\r\nHost: mikcar\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /kv/set/k HTTP/1.1\r\nHost: mikcar\r\nTransfer-Encoding: \r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"GET /health HTTP/1.1\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET /health HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
 ], ids=["garbage", "tls", "header-no-colon", "header-ctl", "cl-letters", "cl-negative", "cl-twice",
-        "absolute-form", "asterisk", "relative", "bad-chunk", "cl-and-te", "te-gzip-chunked", "h2-preface"])
+        "absolute-form", "asterisk", "relative", "bad-chunk", "cl-and-te", "te-gzip-chunked", "h2-preface",
+        "te-empty-and-cl", "te-empty-then-chunked", "no-host", "two-hosts", "host-with-space",
+        "http10-two-hosts"])
 def test_malformed_request_gets_400_then_close(core, data):
     c = Raw(core.port)
     c.send(data)
@@ -448,6 +478,52 @@ def test_malformed_request_gets_400_then_close(core, data):
     assert c.closed_by_peer(), "the connection must close after a malformed request"
     # …and the server is still there.
     assert requests.get(core.url("/health")).status_code == 200
+
+
+def test_http10_needs_no_host(core):
+    r = roundtrip(core.port, b"GET /health HTTP/1.0\r\n\r\n")
+    assert r.status_code == 200 and r.json() == {"status": "healthy"}
+
+
+@pytest.mark.parametrize("lines", [100, 2])
+def test_request_head_over_64_kib_is_400(core, lines):
+    # However the bytes are split (many small lines or a few large ones), the head is 64 KiB.
+    value = "v" * (70 * 1024 // lines)
+    c = Raw(core.port)
+    c.send(http("GET", "/health", headers={f"x-pad-{i}": value for i in range(lines)}))
+    body = assert_envelope(c.response(timeout=3), 400, "BAD_REQUEST")
+    assert "64 KiB" in body["error"]
+    assert c.closed_by_peer()
+    r = roundtrip(core.port, http("GET", "/health", headers={f"x-pad-{i}": "v" * 600 for i in range(100)}))
+    assert r.status_code == 200  # 60 KiB is fine
+
+
+@pytest.mark.parametrize("framing", ["extension", "trailer"])
+def test_endless_chunk_extension_or_trailer_is_400_not_memory(core, framing):
+    c = Raw(core.port)
+    head = http("POST", "/kv/set/framing", headers={"Transfer-Encoding": "chunked"})
+    if framing == "extension":
+        c.send(head + b"3;ext=")
+    else:
+        c.send(head + b"3\r\nabc\r\n0\r\n")
+    line = (b"v" * 1000) if framing == "extension" else b"x-trailer: " + b"v" * 1000 + b"\r\n"
+    try:
+        for _ in range(1000):  # 1 MB: far beyond the 64 KiB the server holds
+            c.send(line)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # mikcar answered and closed while we were still sending
+    body = assert_envelope(c.response(timeout=3), 400, "BAD_REQUEST")
+    assert "64 KiB" in body["error"]
+    assert core.get("/kv/exists/framing").json() == {"exists": False}
+
+
+def test_blank_lines_before_a_request_are_ignored(core):
+    c = Raw(core.port)
+    c.send(http("POST", "/kv/set/crlf", body=b"abc") + b"\r\n" + http("GET", "/kv/get/crlf")
+           + b"\r\n\r\n" + http("GET", "/health"))
+    assert c.response().json() == {"key": "crlf", "status": "ok"}
+    assert c.response().content == b"abc"
+    assert c.response().json() == {"status": "healthy"}
 
 
 def test_unknown_transfer_coding_is_refused_not_smuggled(core):
@@ -526,6 +602,18 @@ def test_expect_100_continue(core):
     final = c.response()
     assert final.status_code == 200 and final.json() == {"key": "expect", "status": "ok"}
     assert core.get("/kv/get/expect").content == b"hello world"
+
+
+def test_no_100_continue_for_http10(core):
+    c = Raw(core.port)
+    c.send(http("POST", "/kv/set/expect10", headers={"Content-Length": 5, "Expect": "100-continue"},
+                version="HTTP/1.0"))
+    c.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):  # no interim response: an HTTP/1.0 client sends anyway
+        c._fill()
+    c.send(b"hello")
+    r = c.response()
+    assert r.status_code == 200 and r.json() == {"key": "expect10", "status": "ok"}
 
 
 def test_chunked_request_body(core):
@@ -696,6 +784,22 @@ def test_cors_preflight_without_token(start_mikcar):
     assert "POST" in r.headers["access-control-allow-methods"]
     allowed = r.headers["access-control-allow-headers"].lower()
     assert "authorization" in allowed and "content-type" in allowed
+
+
+def test_cors_lets_browsers_send_and_read_object_metadata(start_mikcar, tmp_path):
+    m = start_mikcar(["--storage", "--cors-origins", "https://a.example"],
+                     env={"STORAGE_URL": f"file://{tmp_path}/objects"})
+    r = requests.options(m.url("/storage/object/x"), headers={
+        "Origin": "https://a.example", "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization, x-meta-color, content-md5"})
+    assert r.status_code == 204
+    allowed = [h.strip() for h in r.headers["access-control-allow-headers"].lower().split(",")]
+    assert {"authorization", "x-meta-color", "content-md5"} <= set(allowed)
+    assert m.put("/storage/object/x", data=b"v", headers={"x-meta-color": "red"}).status_code == 201
+    r = m.get("/storage/object/x", headers={"Origin": "https://a.example"})
+    assert r.status_code == 200 and r.headers["x-meta-color"] == "red"
+    exposed = [h.strip().lower() for h in r.headers["access-control-expose-headers"].split(",")]
+    assert "x-meta-color" in exposed and "etag" in exposed
 
 
 def test_cors_wildcard(start_mikcar):
