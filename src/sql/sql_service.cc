@@ -79,9 +79,21 @@ Result<sql::Limits> LimitsOf(const Request& request) {
                         ? request.deadline
                         : request.deadline - kDeadlineMargin;
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(limits.deadline - Clock::now());
-  if (request.deadline != Clock::time_point::max() && left < limits.statement_timeout)
+  if (request.deadline != Clock::time_point::max() && left < limits.statement_timeout) {
     limits.statement_timeout = std::max(left, std::chrono::milliseconds(1));
+    limits.deadline_first = true;
+  }
   return limits;
+}
+
+// A statement stopped by the HTTP deadline is the request's 408 (SPEC §11), not a 504.
+Error AtDeadline(Error error, const sql::Limits& limits) {
+  if (error.code == ErrorCode::kSqlTimeout && limits.deadline_first) {
+    error.code = ErrorCode::kTimeout;
+    error.message = "the request deadline (--timeout) came before the statement finished (" +
+                    error.message + ")";
+  }
+  return error;
 }
 
 // {"rows":[…],"row_count":N,"columns":[{"name":…,"type":…},…]}
@@ -206,7 +218,7 @@ class SqlSidecar final : public Sidecar {
     auto parsed = Parse(request);
     if (!parsed) co_return Fail(parsed.error());
     auto result = co_await backend_->Run(std::move(parsed->first), parsed->second);
-    if (!result) co_return Fail(result.error());
+    if (!result) co_return Fail(AtDeadline(std::move(result.error()), parsed->second));
     co_return Response::Json(QueryJson(*result));
   }
 
@@ -214,7 +226,7 @@ class SqlSidecar final : public Sidecar {
     auto parsed = Parse(request);
     if (!parsed) co_return Fail(parsed.error());
     auto result = co_await backend_->Run(std::move(parsed->first), parsed->second);
-    if (!result) co_return Fail(result.error());
+    if (!result) co_return Fail(AtDeadline(std::move(result.error()), parsed->second));
     std::string body = "{\"rows_affected\":" + std::to_string(result->rows_affected);
     if (result->last_insert_id)
       body += ",\"last_insert_id\":" + std::to_string(*result->last_insert_id);
@@ -245,19 +257,20 @@ class SqlSidecar final : public Sidecar {
     auto limits = LimitsOf(request);
     if (!limits) co_return Fail(limits.error());
     auto transaction = co_await backend_->Begin(*limits);
-    if (!transaction) co_return Fail(transaction.error());
+    if (!transaction) co_return Fail(AtDeadline(std::move(transaction.error()), *limits));
     uint64_t affected = 0;
     for (size_t i = 0; i < statements.size(); ++i) {
       auto result = co_await (*transaction)->Run(std::move(statements[i]));
       if (!result) {
-        Error error = std::move(result.error());
+        Error error = AtDeadline(std::move(result.error()), *limits);
         error.fields.emplace_back("statement_index", std::to_string(i));
         co_await (*transaction)->Rollback();
         co_return Fail(std::move(error));
       }
       affected += result->rows_affected;
     }
-    if (auto done = co_await (*transaction)->Commit(); !done) co_return Fail(done.error());
+    if (auto done = co_await (*transaction)->Commit(); !done)
+      co_return Fail(AtDeadline(std::move(done.error()), *limits));
     co_return Response::Json(
         "{\"statements_executed\":" + std::to_string(statements.size()) +
         ",\"status\":\"ok\",\"total_rows_affected\":" + std::to_string(affected) + "}");

@@ -511,6 +511,19 @@ def test_statement_timeout(db):
     assert r.status_code == 200 and r.json()["rows"] == [{"x": 6}], r.text
 
 
+def test_statement_stopped_by_the_request_deadline_is_408(launch):
+    db = launch(["--timeout", "2s"])
+    slow = "SELECT pg_sleep(5) AS s" if db.backend == "postgres" else \
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c"
+    for path, body in (("/sql/query", {"sql": slow}),
+                       ("/sql/batch", {"statements": [{"sql": "SELECT 1"}, {"sql": slow}]})):
+        t = time.monotonic()
+        r = db.post(f"{path}?statement_timeout=20s", json=body, timeout=30)
+        assert time.monotonic() - t < 3.5
+        assert "--timeout" in assert_envelope(r, 408, "TIMEOUT")["error"]
+    assert value(db, "SELECT 5 AS x") == 5
+
+
 def test_slow_query_does_not_block_others(db):
     slow = "SELECT pg_sleep(1.5) AS s" if db.backend == "postgres" else \
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) AS n FROM c"

@@ -350,6 +350,14 @@ def test_timeout_override_is_bounded(launch):
     assert 1.4 < time.monotonic() - start < 4
 
 
+def test_timeout_message_names_what_stopped_the_script(launch):
+    body = assert_envelope(script(launch(), "while (true) {}", timeout=0.3), 408, "SCRIPT_TIMEOUT")
+    assert "its time limit of 300 ms" in body["error"], body
+    m = launch(["--timeout", "2s"])
+    body = assert_envelope(script(m, "while (true) {}"), 408, "SCRIPT_TIMEOUT")
+    assert "the request deadline (--timeout)" in body["error"], body
+
+
 def test_slow_statement_is_bounded_by_the_script_time(db, backend):
     t = accounts(db, [100])
     slow = ("SELECT pg_sleep(10)" if backend == "postgres" else

@@ -58,6 +58,9 @@ struct ResultSet {
 struct Limits {
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // The statement timeout was cut to end at `deadline`: a statement timeout is then the HTTP
+  // deadline's (408), not the client's statement_timeout.
+  bool deadline_first = false;
 };
 
 // One connection inside BEGIN … COMMIT. Statements run in order; a failed statement leaves the

@@ -704,7 +704,13 @@ class JscScriptRunner final : public ScriptRunner {
     run.backend = &backend_;
     run.io = std::move(io);
     run.vm = &vm;
-    run.deadline = std::min(Clock::now() + job.timeout, job.sql_limits.deadline);
+    const auto script_deadline = Clock::now() + job.timeout;
+    run.deadline = std::min(script_deadline, job.sql_limits.deadline);
+    // What stops the script first, for its timeout message.
+    const std::string limit =
+        run.deadline < script_deadline
+            ? "the request deadline (--timeout)"
+            : "its time limit of " + std::to_string(job.timeout.count()) + " ms";
     current = &run;
 
     JSGlobalContextRef ctx = std::exchange(vm.spare, nullptr);
@@ -769,9 +775,8 @@ class JscScriptRunner final : public ScriptRunner {
 
     Result<ScriptOutcome> outcome;
     if (run.stop == Stop::kTimeout) {
-      outcome = Fail(ErrorCode::kScriptTimeout, "the script ran longer than its time limit of " +
-                                                    std::to_string(job.timeout.count()) +
-                                                    " ms (transaction rolled back)");
+      outcome = Fail(ErrorCode::kScriptTimeout,
+                     "the script ran longer than " + limit + " (transaction rolled back)");
     } else if (run.stop == Stop::kMemory) {
       outcome = Fail(ErrorCode::kScriptMemory, "the script's heap grew past its limit of " +
                                                    std::to_string(options_.heap_limit >> 20) +
@@ -779,11 +784,10 @@ class JscScriptRunner final : public ScriptRunner {
     } else if (run.sql_error) {
       outcome = Fail(*run.sql_error);
       if (outcome.error().code == ErrorCode::kSqlTimeout && Clock::now() >= run.deadline) {
-        outcome.error() = Error{ErrorCode::kScriptTimeout,
-                                "the script ran longer than its time limit of " +
-                                    std::to_string(job.timeout.count()) +
-                                    " ms during an SQL call (transaction rolled back)",
-                                {}};
+        outcome.error() = Error{
+            ErrorCode::kScriptTimeout,
+            "the script ran longer than " + limit + " during an SQL call (transaction rolled back)",
+            {}};
       }
     } else {
       outcome = std::move(converted);
