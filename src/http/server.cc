@@ -142,15 +142,26 @@ asio::awaitable<bool> WriteHeadAndBody(Socket& socket, const ResponseHead& head,
   co_return !ec;
 }
 
-// A Host header value: empty, or a host and optional port (RFC 9112 §3.2, RFC 3986 §3.2.2).
-bool ValidHost(std::string_view host) {
-  for (char c : host) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("-._~%!$&'()*+,;=:[]").find(c) != std::string_view::npos;
-    if (!ok) return false;
+// Letters, digits and `extra`: a byte table for the checks below, which run on every request.
+constexpr std::array<bool, 256> CharSet(std::string_view extra) {
+  std::array<bool, 256> set{};
+  for (int c = 0; c < 256; ++c)
+    set[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  for (char c : extra) set[static_cast<unsigned char>(c)] = true;
+  return set;
+}
+
+bool AllIn(const std::array<bool, 256>& set, std::string_view text) {
+  for (char c : text) {
+    if (!set[static_cast<unsigned char>(c)]) return false;
   }
   return true;
 }
+
+// A Host header value: empty, or a host and optional port (RFC 9112 §3.2, RFC 3986 §3.2.2).
+constexpr auto kHostChars = CharSet("-._~%!$&'()*+,;=:[]");
+// A comma-separated list of header names (tokens), as in Access-Control-Request-Headers.
+constexpr auto kHeaderListChars = CharSet("!#$%&'*+-.^_`|~, ");
 
 // RFC 9112 §2.2: empty lines before a request line are ignored. Consumes them from the front of
 // `buffer`; false when there were none.
@@ -160,16 +171,6 @@ bool SkipBlankLines(beast::flat_buffer& buffer) {
   while (n < buffer.size() && (data[n] == '\r' || data[n] == '\n')) ++n;
   buffer.consume(n);
   return n > 0;
-}
-
-// A comma-separated list of header names (tokens), as in Access-Control-Request-Headers.
-bool IsHeaderList(std::string_view list) {
-  for (char c : list) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    std::string_view("!#$%&'*+-.^_`|~, ").find(c) != std::string_view::npos;
-    if (!ok) return false;
-  }
-  return true;
 }
 
 bool IsLoopback(const std::string& host) {
@@ -615,9 +616,14 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     bool keep_alive = parser.get().keep_alive();
     ReadHeader(parser.get(), *request);
     // RFC 9112 §3.2: an HTTP/1.1 request has exactly one valid Host; HTTP/1.0 at most one.
-    if (const size_t hosts = parser.get().count(bhttp::field::host);
-        hosts > 1 || (hosts == 0 && version >= 11) ||
-        !ValidHost(parser.get()[bhttp::field::host])) {
+    size_t hosts = 0;
+    size_t codings = 0;  // Transfer-Encoding lines
+    for (const auto& field : parser.get()) {
+      hosts += field.name() == bhttp::field::host;
+      codings += field.name() == bhttp::field::transfer_encoding;
+    }
+    if (hosts > 1 || (hosts == 0 && version >= 11) ||
+        !AllIn(kHostChars, parser.get()[bhttp::field::host])) {
       Response rejection = ErrorResponse(Error{
           ErrorCode::kBadRequest, "expected exactly one Host header with a host[:port] value", {}});
       co_await send(std::move(rejection), version, *request);
@@ -649,8 +655,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
     // §6.3), and reading on would take the body as the next request.
-    if (const size_t codings = parser.get().count(bhttp::field::transfer_encoding);
-        codings > 1 ||
+    if (codings > 1 ||
         (codings == 1 &&
          !beast::iequals(TrimBlanks(parser.get()[bhttp::field::transfer_encoding]), "chunked"))) {
       auto coding = parser.get()[bhttp::field::transfer_encoding];
@@ -831,7 +836,7 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
     // they do not take, so CORS need not second-guess them.
     std::string_view asked = TrimBlanks(request.header("access-control-request-headers"));
     preflight.headers.emplace_back("Access-Control-Allow-Headers",
-                                   !asked.empty() && IsHeaderList(asked)
+                                   !asked.empty() && AllIn(kHeaderListChars, asked)
                                        ? std::string(asked)
                                        : "Authorization, Content-Type, If-Match, If-None-Match, "
                                          "Range, x-trace-id, traceparent");
