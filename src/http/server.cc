@@ -41,6 +41,7 @@
 #include "common/text.h"
 #include "http/auth.h"
 #include "http/compression.h"
+#include "http/continuation.h"
 #include "http/error_response.h"
 #include "http/metrics.h"
 #include "http/response_head.h"
@@ -53,7 +54,8 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using Clock = std::chrono::steady_clock;
-constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Every I/O step of a connection continues its own chain (see continuation.h).
+constexpr auto kTuple = Continuation(asio::as_tuple(asio::use_awaitable));
 // Lingering close after an unread request body: how long and how much to discard.
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr size_t kLingerBytes = 4 << 20;
