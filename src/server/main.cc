@@ -31,9 +31,14 @@ namespace {
 constexpr int kExitUsage = 1;    // no service enabled (compat)
 constexpr int kExitStartup = 2;  // bad configuration or unreachable backend
 
+// Exits without running exit handlers or static destructors: a backend opened before the
+// failure may have threads still running (a sweeper, a log writer), and library cleanup under
+// them crashes (a TSan run saw OpenSSL's lock freed under the Redis queue's sweeper). Nothing has
+// been acknowledged yet, so there is nothing to flush.
 [[noreturn]] void Die(const std::string& line) {
   std::fprintf(stderr, "mikcar: %s\n", line.c_str());
-  std::exit(kExitStartup);
+  std::fflush(stderr);
+  std::_Exit(kExitStartup);
 }
 
 std::string Env(const char* name) {
