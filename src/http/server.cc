@@ -255,6 +255,7 @@ struct Server::Impl {
   struct Routed {
     const RouteEntry* entry = nullptr;
     Response response = Response::Empty(200);  // not the default: no content type to allocate
+    RouteStats* refused = nullptr;             // the metrics of a route that auth refused
   };
   Routed Route(Request& request) const;
   // Sends a response whose body is `response.stream`; false when the connection must close.
@@ -726,6 +727,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       keep_alive = false;
     } else if (entry == nullptr) {
       response = std::move(routed.response);
+      if (routed.refused) stats = routed.refused;  // a 401 counts under the route it was for
     } else {
       stats = entry->stats;
       // A streamed upload may take as long as it keeps moving (its reads have the idle timeout).
@@ -857,7 +859,8 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
     return {nullptr, std::move(response)};
   }
   const RouteEntry& entry = *match->route;
-  if (!token && entry.access == Access::kToken) return {nullptr, ErrorResponse(token.error())};
+  if (!token && entry.access == Access::kToken)
+    return {nullptr, ErrorResponse(token.error()), entry.stats};
   request.authenticated = token.has_value();
   request.params = std::move(match->params);
   return {&entry, {}};

@@ -265,6 +265,17 @@ def test_metrics_count_requests_refused_before_routing(core):
     assert refused(400) == before + 1
 
 
+def test_metrics_count_a_401_under_the_route_it_was_for(core):
+    def count():
+        text = core.get("/metrics").text
+        found = re.findall(r'^mikcar_http_requests_total\{(.*)\} (\d+)$', text, re.M)
+        return sum(int(n) for labels, n in found
+                   if 'route="/kv/get/{key}"' in labels and 'status="401"' in labels)
+    before = count()
+    assert_envelope(requests.get(core.url("/kv/get/x")), 401, "UNAUTHORIZED")
+    assert count() == before + 1
+
+
 def test_sighup_does_not_stop_the_server(start_mikcar):
     m = start_mikcar(["--kv"], env=kv_url())
     m.proc.send_signal(signal.SIGHUP)
