@@ -83,12 +83,15 @@ Result<bool> FlagParam(const Request& request, std::string_view name) {
 // A route that cannot honour a condition refuses it rather than writing unconditionally: a
 // client that sends one relies on it.
 Result<void> Unconditional(const Request& request, std::string_view route) {
-  for (std::string_view header : {"If-Match", "If-None-Match"}) {
-    if (!request.header(header).empty()) {
-      return Fail(ErrorCode::kBadRequest,
-                  std::string(route) + " does not take " + std::string(header) +
-                      "; expected it on /kv/set/{key} or /kv/del/{key} only");
-    }
+  if (!request.header("If-Match").empty()) {
+    return Fail(ErrorCode::kBadRequest, std::string(route) +
+                                            " does not take If-Match; expected it on "
+                                            "/kv/set/{key} or /kv/del/{key} only");
+  }
+  if (!request.header("If-None-Match").empty()) {
+    return Fail(ErrorCode::kBadRequest, std::string(route) +
+                                            " does not take If-None-Match; expected it on "
+                                            "/kv/set/{key} only");
   }
   for (std::string_view flag : {"nx", "xx", "keepttl"}) {
     if (request.query_param(flag)) {
