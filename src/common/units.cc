@@ -4,6 +4,8 @@
 #include <limits>
 #include <string>
 
+#include "mikcar/http.h"
+
 namespace mikcar {
 namespace {
 

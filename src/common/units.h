@@ -7,9 +7,10 @@
 #include <string_view>
 
 #include "mikcar/error.h"
-#include "mikcar/http.h"
 
 namespace mikcar {
+
+class Request;  // mikcar/http.h; only DurationParam needs it
 
 Result<uint64_t> ParseSize(std::string_view text);
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);

@@ -76,9 +76,18 @@ struct Exchange {
   Request request;
 };
 
+// What the connection checks in a head beyond what a handler sees: RFC 9112 §3.2 (Host) and
+// §6.3 (Transfer-Encoding), counted in the pass that copies the headers.
+struct HeadFraming {
+  size_t hosts = 0;
+  std::string_view host;
+  size_t codings = 0;  // Transfer-Encoding lines
+  std::string_view coding;
+};
+
 // Method, target and header views of `message`, and the trace id.
 template <typename Body>
-void ReadHeader(const bhttp::request<Body>& message, Request& request) {
+HeadFraming ReadHeader(const bhttp::request<Body>& message, Request& request) {
   const auto method = message.method_string();
   request.method.assign(method.data(), method.size());
   std::string_view target = message.target();
@@ -86,12 +95,17 @@ void ReadHeader(const bhttp::request<Body>& message, Request& request) {
   request.path.assign(target.substr(0, q));
   request.query.assign(q == std::string_view::npos ? std::string_view() : target.substr(q + 1));
   request.headers.clear();
+  HeadFraming framing;
   for (const auto& field : message) {
-    request.headers.emplace_back(std::string_view(field.name_string()),
-                                 std::string_view(field.value()));
+    const std::string_view value(field.value());
+    request.headers.emplace_back(std::string_view(field.name_string()), value);
+    if (field.name() == bhttp::field::host && framing.hosts++ == 0) framing.host = value;
+    if (field.name() == bhttp::field::transfer_encoding && framing.codings++ == 0)
+      framing.coding = value;
   }
   request.trace_id = ResolveTraceId(TrimBlanks(request.header("x-trace-id")),
                                     TrimBlanks(request.header("traceparent")));
+  return framing;
 }
 
 // Runs `op` and waits for it until `deadline`: for readiness checks, which own what they use.
@@ -540,13 +554,15 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
   // Callers build the Response as a named local first: GCC 12 destroys temporaries of a
   // co_await full-expression twice (a malformed request crashed the server with a double free).
   // They count in /metrics under the unmatched route.
+  Clock::time_point request_start;  // of the request being read or answered
   auto send = [&](Response response, unsigned version,
                   const Request& context) -> asio::awaitable<bool> {
     Finish(context, response, false, version, false, head_out);
     conn->Arm(Clock::now() + options.timeout);
     metrics.Started();
     const bool written = co_await WriteHeadAndBody(conn->socket, head_out, response.body);
-    metrics.Finished(unmatched, response.status, 0, 0, response.body.size());
+    const std::chrono::duration<double> elapsed = Clock::now() - request_start;
+    metrics.Finished(unmatched, response.status, elapsed.count(), 0, response.body.size());
     co_return written;
   };
 
@@ -568,7 +584,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     request->authenticated = false;
     conn->idle = buffer.size() == 0;
     conn->timed_out = false;
-    const auto request_start = Clock::now();
+    request_start = Clock::now();
     const auto deadline = request_start + options.timeout;
     conn->Arm(deadline);
     // The head is parsed as it arrives, so its whole size is counted here against kHeadLimit
@@ -617,16 +633,10 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     const unsigned version = parser.get().version();
     bool keep_alive = parser.get().keep_alive();
-    ReadHeader(parser.get(), *request);
+    const HeadFraming framing = ReadHeader(parser.get(), *request);
     // RFC 9112 §3.2: an HTTP/1.1 request has exactly one valid Host; HTTP/1.0 at most one.
-    size_t hosts = 0;
-    size_t codings = 0;  // Transfer-Encoding lines
-    for (const auto& field : parser.get()) {
-      hosts += field.name() == bhttp::field::host;
-      codings += field.name() == bhttp::field::transfer_encoding;
-    }
-    if (hosts > 1 || (hosts == 0 && version >= 11) ||
-        !AllIn(kHostChars, parser.get()[bhttp::field::host])) {
+    if (framing.hosts > 1 || (framing.hosts == 0 && version >= 11) ||
+        !AllIn(kHostChars, framing.host)) {
       Response rejection = ErrorResponse(Error{
           ErrorCode::kBadRequest, "expected exactly one Host header with a host[:port] value", {}});
       co_await send(std::move(rejection), version, *request);
@@ -658,13 +668,11 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     }
     // Only chunked is understood: with any other coding the body length is unknown (RFC 9112
     // §6.3), and reading on would take the body as the next request.
-    if (codings > 1 ||
-        (codings == 1 &&
-         !beast::iequals(TrimBlanks(parser.get()[bhttp::field::transfer_encoding]), "chunked"))) {
-      auto coding = parser.get()[bhttp::field::transfer_encoding];
+    if (framing.codings > 1 ||
+        (framing.codings == 1 && !beast::iequals(TrimBlanks(framing.coding), "chunked"))) {
       Response rejection =
           ErrorResponse(Error{ErrorCode::kBadRequest,
-                              "unsupported Transfer-Encoding '" + std::string(coding) +
+                              "unsupported Transfer-Encoding '" + std::string(framing.coding) +
                                   "'; expected one Transfer-Encoding: chunked",
                               {}});
       co_await send(std::move(rejection), version, *request);
