@@ -25,5 +25,8 @@ eval "$(scripts/test-backends.sh start "$backends")"
 # servers existed, so it skipped these).
 build/dev/tests/mikcar_queue_net_tests --gtest_brief=1
 
+# The OpenAPI 3.1 schema validator that tests/e2e/test_openapi.py runs (npm registry, lock file).
+npm ci --prefix tests/e2e/openapi --no-audit --no-fund --loglevel=error >/dev/null
+
 export MIKCAR_BIN="$PWD/build/dev/src/mikcar"
 /usr/bin/python3 -m pytest -q tests/e2e "$@"

@@ -3,6 +3,7 @@
 //
 //   ./custom_sidecar 3002 &
 //   curl -H 'Authorization: Bearer demo' localhost:3002/hello/greet/world
+//   curl localhost:3002/openapi.json     # both routes, /greet described by OpenApi() below
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,15 @@ class HelloSidecar final : public mikcar::Sidecar {
          }},
         {"POST", "/count", mikcar::BindHandler(this, &HelloSidecar::Count)},
     };
+  }
+
+  // For /openapi.json; the server adds the path parameter, tags, security and error responses.
+  std::string_view OpenApi() const override {
+    return R"json({"paths": {"/greet/{name}": {"get": {
+      "summary": "Greet someone",
+      "parameters": [{"name": "name", "in": "path", "description": "At most 64 bytes"}],
+      "responses": {"200": {"description": "The greeting",
+                            "content": {"text/plain": {"schema": {"type": "string"}}}}}}}}})json";
   }
 
  private:

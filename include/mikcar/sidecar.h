@@ -8,6 +8,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mikcar/error.h"
@@ -25,6 +26,11 @@ class Sidecar {
   virtual std::string backend_name() const { return "custom"; }
   // The routes, with patterns relative to the mount prefix.
   virtual std::vector<Route> Routes() = 0;
+  // An OpenAPI 3.1 fragment describing Routes(), for /openapi.json: JSON text
+  // {"paths": {PATTERN: {METHOD: OPERATION}}, "schemas": {NAME: SCHEMA}}, PATTERN exactly as in
+  // Routes(), METHOD in lower case. The server adds operationId, tags, security, the path
+  // parameters and the error responses. Empty: the routes are listed without descriptions.
+  virtual std::string_view OpenApi() const { return {}; }
   // Readiness: success when the backend answers. Called by /health/ready with a short timeout.
   virtual boost::asio::awaitable<Result<void>> Ready() { co_return Result<void>{}; }
   // Called when graceful shutdown begins, before in-flight requests finish: long-polls should

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "common/base64.h"
+#include "common/embedded.h"
 #include "common/json.h"
 #include "common/text.h"
 #include "common/units.h"
@@ -202,6 +203,7 @@ class KvSidecar final : public Sidecar {
 
   std::string name() const override { return "kv"; }
   std::string backend_name() const override { return backend_->name(); }
+  std::string_view OpenApi() const override { return embedded::kKvOpenApi; }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ping(); }
   void Drain() override {
     draining_ = true;

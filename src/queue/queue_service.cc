@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 
 #include "common/clock.h"
+#include "common/embedded.h"
 #include "common/json.h"
 #include "common/units.h"
 #include "mikcar/queue/queue.h"
@@ -89,6 +90,7 @@ class QueueSidecar final : public Sidecar {
 
   std::string name() const override { return "queue"; }
   std::string backend_name() const override { return backend_->name(); }
+  std::string_view OpenApi() const override { return embedded::kQueueOpenApi; }
   boost::asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Drain() override { backend_->Drain(); }
   void Shutdown() override { backend_->Close(); }

@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 #include <cctype>
 
+#include "common/embedded.h"
 #include "common/json.h"
 #include "common/units.h"
 #include "mikcar/sql/sql.h"
@@ -180,6 +181,7 @@ class SqlSidecar final : public Sidecar {
 
   std::string name() const override { return "sql"; }
   std::string backend_name() const override { return backend_->name(); }
+  std::string_view OpenApi() const override { return embedded::kSqlOpenApi; }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override {
     if (scripts_) scripts_->Stop();  // scripts still use the backend

@@ -7,6 +7,7 @@
 
 #include "common/base64.h"
 #include "common/clock.h"
+#include "common/embedded.h"
 #include "common/json.h"
 #include "mikcar/storage/storage.h"
 #include "storage/object_rules.h"
@@ -90,6 +91,7 @@ class StorageSidecar final : public Sidecar {
 
   std::string name() const override { return "storage"; }
   std::string backend_name() const override { return backend_->name(); }
+  std::string_view OpenApi() const override { return embedded::kStorageOpenApi; }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override { backend_->Close(); }
 
