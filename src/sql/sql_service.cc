@@ -64,9 +64,11 @@ Result<Statement> ToStatement(const json::value& body, std::string_view expected
   return statement;
 }
 
-// The request's time bounds: ?statement_timeout= (default 30 s), never past the HTTP deadline.
-Result<sql::Limits> LimitsOf(const Request& request) {
+// The request's time bounds: ?statement_timeout= (else the backend's default), never past the
+// HTTP deadline.
+Result<sql::Limits> LimitsOf(const Request& request, const sql::SqlBackend& backend) {
   sql::Limits limits;
+  limits.statement_timeout = backend.default_statement_timeout();
   if (auto raw = request.query_param("statement_timeout")) {
     auto timeout = ParseDuration(*raw);
     if (!timeout || timeout->count() <= 0) {
@@ -211,7 +213,7 @@ class SqlSidecar final : public Sidecar {
     if (!body) return Fail(body.error());
     auto statement = ToStatement(*body, kExpected);
     if (!statement) return Fail(statement.error());
-    auto limits = LimitsOf(request);
+    auto limits = LimitsOf(request, *backend_);
     if (!limits) return Fail(limits.error());
     return std::pair{std::move(*statement), *limits};
   }
@@ -256,7 +258,7 @@ class SqlSidecar final : public Sidecar {
       if (!statement) co_return Fail(statement.error());
       statements.push_back(std::move(*statement));
     }
-    auto limits = LimitsOf(request);
+    auto limits = LimitsOf(request, *backend_);
     if (!limits) co_return Fail(limits.error());
     auto transaction = co_await backend_->Begin(*limits);
     if (!transaction) co_return Fail(AtDeadline(std::move(transaction.error()), *limits));
@@ -303,7 +305,7 @@ class SqlSidecar final : public Sidecar {
       }
       job.timeout = *wanted;
     }
-    auto limits = LimitsOf(request);
+    auto limits = LimitsOf(request, *backend_);
     if (!limits) co_return Fail(limits.error());
     job.sql_limits = *limits;
     job.trace_id = request.trace_id;

@@ -511,6 +511,20 @@ def test_statement_timeout(db):
     assert r.status_code == 200 and r.json()["rows"] == [{"x": 6}], r.text
 
 
+def test_postgres_url_statement_timeout_is_the_default(start_mikcar, tmp_path):
+    url = with_query(pg_url(), "statement_timeout=300ms")
+    m = start_mikcar(["--sql"], env={"DATABASE_URL": url}, data_dir=str(tmp_path))
+    for path, body in (("/sql/query", {"sql": "SELECT pg_sleep(3) AS s"}),
+                       ("/sql/batch", {"statements": [{"sql": "SELECT pg_sleep(3) AS s"}]})):
+        t = time.monotonic()
+        r = m.post(path, json=body, timeout=30)
+        assert time.monotonic() - t < 2
+        sql_error(r, 504, "postgres", "57014")
+    # A request's own ?statement_timeout= still wins over the URL's.
+    r = m.post("/sql/query?statement_timeout=5s", json={"sql": "SELECT pg_sleep(0.6) AS s"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_statement_stopped_by_the_request_deadline_is_408(launch):
     db = launch(["--timeout", "2s"])
     slow = "SELECT pg_sleep(5) AS s" if db.backend == "postgres" else \

@@ -80,6 +80,11 @@ class SqlBackend {
 
   // Short name for logs and /health/ready, e.g. "postgres".
   virtual std::string name() const = 0;
+  // The statement timeout of a request that gives no ?statement_timeout= (a backend URL may set
+  // it, as postgres://...?statement_timeout=5s does).
+  virtual std::chrono::milliseconds default_statement_timeout() const {
+    return std::chrono::seconds(30);
+  }
   // Runs exactly one statement (more than one → SQL_ERROR or BAD_REQUEST 400) in its own
   // implicit transaction.
   virtual Task<ResultSet> Run(Statement statement, Limits limits) = 0;

@@ -709,6 +709,9 @@ class PostgresSqlBackend final : public SqlBackend {
   explicit PostgresSqlBackend(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {}
 
   std::string name() const override { return "postgres"; }
+  std::chrono::milliseconds default_statement_timeout() const override {
+    return pool_->default_timeout();
+  }
 
   Task<ResultSet> Run(Statement statement, Limits limits) override {
     auto conn = co_await pool_->Acquire(limits.deadline);
