@@ -298,16 +298,18 @@ class KvSidecar final : public Sidecar {
       }
       options.only_if_absent = true;
     }
-    if (options.only_if_absent && options.only_if_present) {
-      co_return Fail(ErrorCode::kBadRequest, "nx and xx exclude each other; expected at most one");
+    bool any = false;
+    auto if_match = IfMatch(request, any);
+    if (!if_match) co_return Fail(if_match.error());
+    if (options.only_if_absent && (options.only_if_present || any || *if_match)) {
+      co_return Fail(ErrorCode::kBadRequest,
+                     "nx (or If-None-Match: *) excludes xx and If-Match: a key cannot be absent "
+                     "and present; expected at most one of them");
     }
     if (options.keep_ttl && options.ttl_ms > 0) {
       co_return Fail(ErrorCode::kBadRequest,
                      "keepttl and ttl exclude each other; expected at most one");
     }
-    bool any = false;
-    auto if_match = IfMatch(request, any);
-    if (!if_match) co_return Fail(if_match.error());
     options.if_version = *if_match;
     if (any) options.only_if_present = true;
     options.content_type = std::string(request.header("content-type"));

@@ -347,6 +347,25 @@ def test_nx_and_xx(kv):
     assert kget(kv, "k") == b"third"
 
 
+@pytest.mark.parametrize("absent,present", [
+    ({"params": {"nx": 1}}, {"params": {"xx": 1}}),
+    ({"params": {"nx": 1}}, {"headers": {"If-Match": "*"}}),
+    ({"params": {"nx": 1}}, {"headers": {"If-Match": '"1"'}}),
+    ({"headers": {"If-None-Match": "*"}}, {"params": {"xx": 1}}),
+    ({"headers": {"If-None-Match": "*"}}, {"headers": {"If-Match": "*"}}),
+])
+def test_absent_and_present_conditions_together_are_400(kv, absent, present):
+    """No key can be both absent and present: a clear 400, never a 412, on a missing key too."""
+    kset(kv, "k", b"old")
+    before = snapshot(kv)
+    for key in ("k", "fresh"):
+        kw = {"params": {**absent.get("params", {}), **present.get("params", {})},
+              "headers": {**absent.get("headers", {}), **present.get("headers", {})}}
+        body = assert_envelope(kv.post(f"/kv/set/{key}", data=b"new", **kw), 400, "BAD_REQUEST")
+        assert "expected at most one" in body["error"]
+    assert snapshot(kv) == before
+
+
 @pytest.mark.parametrize("flag,value", [("nx", "yes"), ("nx", "2"), ("xx", "on"), ("xx", "abc"),
                                         ("keepttl", "yes"), ("keepttl", "TRUE")])
 def test_set_refuses_a_flag_value_it_does_not_understand(kv, flag, value):
