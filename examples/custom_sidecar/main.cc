@@ -4,6 +4,7 @@
 //   ./custom_sidecar 3002 &
 //   curl -H 'Authorization: Bearer demo' localhost:3002/hello/greet/world
 //   curl localhost:3002/openapi.json     # both routes, /greet described by OpenApi() below
+//   curl -H 'Authorization: Bearer demo' localhost:3002/metrics   # hello_counts_total too
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +32,12 @@ class HelloSidecar final : public mikcar::Sidecar {
          }},
         {"POST", "/count", mikcar::BindHandler(this, &HelloSidecar::Count)},
     };
+  }
+
+  // Adds to /metrics at each scrape.
+  void Collect(mikcar::MetricsSink& sink) const override {
+    sink.Counter("hello_counts_total", "POST /hello/count calls.", {},
+                 static_cast<double>(count_.load()));
   }
 
   // For /openapi.json; the server adds the path parameter, tags, security and error responses.

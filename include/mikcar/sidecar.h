@@ -13,6 +13,7 @@
 
 #include "mikcar/error.h"
 #include "mikcar/http.h"
+#include "mikcar/metrics.h"
 
 namespace mikcar {
 
@@ -31,6 +32,9 @@ class Sidecar {
   // Routes(), METHOD in lower case. The server adds operationId, tags, security, the path
   // parameters and the error responses. Empty: the routes are listed without descriptions.
   virtual std::string_view OpenApi() const { return {}; }
+  // Adds this service's own samples to /metrics (the server already counts its requests).
+  // Called on an I/O thread at each scrape: must be quick and must not block.
+  virtual void Collect(MetricsSink& /*sink*/) const {}
   // Readiness: success when the backend answers. Called by /health/ready with a short timeout.
   virtual boost::asio::awaitable<Result<void>> Ready() { co_return Result<void>{}; }
   // Called when graceful shutdown begins, before in-flight requests finish: long-polls should

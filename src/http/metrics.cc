@@ -6,6 +6,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -56,15 +57,40 @@ double UnixSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// One unlabelled metric with its HELP and TYPE lines.
-template <typename Number>
-void AppendScalar(std::string& out, std::string_view name, std::string_view type,
-                  std::string_view help, Number value) {
-  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+// A sample value: integers without a fraction, others in the shortest exact form.
+void AppendNumber(std::string& out, double value) {
+  if (std::isnan(value)) return out.append("NaN"), void();
+  if (std::isinf(value)) return out.append(value > 0 ? "+Inf" : "-Inf"), void();
   char digits[32];
-  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, value);
-  out.append(name).append(" ").append(digits, end).append("\n");
+  std::to_chars_result r;
+  if (value == static_cast<double>(static_cast<int64_t>(value)) && std::abs(value) < 9e15) {
+    r = std::to_chars(digits, digits + sizeof digits, static_cast<int64_t>(value));
+  } else {
+    r = std::to_chars(digits, digits + sizeof digits, value);
+  }
+  out.append(digits, r.ptr);
+}
+
+// `name{k="v",...,le="bound"} value` and a newline.
+void AppendSample(std::string& out, std::string_view name, MetricsSink::Labels labels,
+                  std::string_view le, double value) {
+  out.append(name);
+  if (labels.size() > 0 || !le.empty()) {
+    char sep = '{';
+    for (const auto& [key, v] : labels) {
+      out.push_back(sep);
+      out.append(key).append("=\"").append(Label(v)).append("\"");
+      sep = ',';
+    }
+    if (!le.empty()) {
+      out.push_back(sep);
+      out.append("le=\"").append(le).append("\"");
+    }
+    out.push_back('}');
+  }
+  out.push_back(' ');
+  AppendNumber(out, value);
+  out.push_back('\n');
 }
 
 }  // namespace
@@ -89,70 +115,99 @@ void Metrics::Finished(RouteStats* route, int status, double seconds, uint64_t b
   bytes_out_.fetch_add(bytes_out, relaxed);
   if (status >= 0 && status < static_cast<int>(route->by_status.size()))
     route->by_status[status].fetch_add(1, relaxed);
-  for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
-    if (seconds <= RouteStats::kBuckets[i]) {
-      route->buckets[i].fetch_add(1, relaxed);  // cumulative counts are summed when rendering
-      break;
-    }
-  }
-  route->count.fetch_add(1, relaxed);
-  route->sum_ns.fetch_add(static_cast<uint64_t>(seconds * 1e9), relaxed);
+  route->latency.Record(seconds);
 }
 
-std::string Metrics::Render() const {
-  std::string out;
-  char line[512];
-  std::lock_guard lock(mu_);
-  out +=
-      "# HELP mikcar_http_requests_total HTTP requests by service, route, method and status.\n"
-      "# TYPE mikcar_http_requests_total counter\n";
-  for (const auto& r : routes_) {
-    for (size_t status = 0; status < r.by_status.size(); ++status) {
-      uint64_t n = r.by_status[status].load();
-      if (n == 0) continue;
-      out += "mikcar_http_requests_total{service=\"" + Label(r.service) + "\",route=\"" +
-             Label(r.route) + "\",method=\"" + Label(r.method) + "\",status=\"" +
-             std::to_string(status) + "\"} " + std::to_string(n) + "\n";
+std::string Metrics::Render(const std::function<void(MetricsSink&)>& more) const {
+  constexpr std::string_view kRequests = "mikcar_http_requests_total";
+  constexpr std::string_view kRequestsHelp = "HTTP requests by service, route, method and status.";
+  constexpr std::string_view kLatency = "mikcar_http_request_duration_seconds";
+  constexpr std::string_view kLatencyHelp = "Request handling latency.";
+  FamilySink sink;
+  sink.Declare(kRequests, "counter", kRequestsHelp);
+  sink.Declare(kLatency, "histogram", kLatencyHelp);
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& r : routes_) {
+      for (size_t status = 0; status < r.by_status.size(); ++status) {
+        uint64_t n = r.by_status[status].load();
+        if (n == 0) continue;
+        std::string code = std::to_string(status);
+        sink.Counter(
+            kRequests, kRequestsHelp,
+            {{"service", r.service}, {"route", r.route}, {"method", r.method}, {"status", code}},
+            static_cast<double>(n));
+      }
+    }
+    for (const auto& r : routes_) {
+      uint64_t count = r.latency.count.load();
+      if (count == 0) continue;
+      auto cumulative = r.latency.Cumulative();
+      sink.Histogram(kLatency, kLatencyHelp,
+                     {{"service", r.service}, {"route", r.route}, {"method", r.method}},
+                     LatencyHistogram::kBounds, cumulative, count, r.latency.Sum());
     }
   }
-  out +=
-      "# HELP mikcar_http_request_duration_seconds Request handling latency.\n"
-      "# TYPE mikcar_http_request_duration_seconds histogram\n";
-  for (const auto& r : routes_) {
-    uint64_t count = r.count.load();
-    if (count == 0) continue;
-    std::string labels = "service=\"" + Label(r.service) + "\",route=\"" + Label(r.route) +
-                         "\",method=\"" + Label(r.method) + "\"";
-    uint64_t cumulative = 0;
-    for (size_t i = 0; i < RouteStats::kBuckets.size(); ++i) {
-      cumulative += r.buckets[i].load();
-      std::snprintf(line, sizeof line, "{%s,le=\"%g\"} %llu\n", labels.c_str(),
-                    RouteStats::kBuckets[i], static_cast<unsigned long long>(cumulative));
-      out += "mikcar_http_request_duration_seconds_bucket";
-      out += line;
-    }
-    out += "mikcar_http_request_duration_seconds_bucket{" + labels + ",le=\"+Inf\"} " +
-           std::to_string(count) + "\n";
-    std::snprintf(line, sizeof line, "{%s} %.9f\n", labels.c_str(),
-                  static_cast<double>(r.sum_ns.load()) / 1e9);
-    out += "mikcar_http_request_duration_seconds_sum";
-    out += line;
-    out += "mikcar_http_request_duration_seconds_count{" + labels + "} " + std::to_string(count) +
-           "\n";
-  }
-  AppendScalar(out, "mikcar_http_requests_in_flight", "gauge", "Requests being handled now.",
-               in_flight_.load());
-  AppendScalar(out, "mikcar_http_request_bytes_total", "counter", "Request body bytes received.",
-               static_cast<long long>(bytes_in_.load()));
-  AppendScalar(out, "mikcar_http_response_bytes_total", "counter", "Response body bytes sent.",
-               static_cast<long long>(bytes_out_.load()));
-  AppendScalar(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.",
-               ResidentBytes());
-  AppendScalar(out, "process_open_fds", "gauge", "Number of open file descriptors.", OpenFds());
-  AppendScalar(out, "process_cpu_seconds_total", "counter", "User and system CPU time in seconds.",
+  sink.Gauge("mikcar_http_requests_in_flight", "Requests being handled now.", {},
+             static_cast<double>(in_flight_.load()));
+  sink.Counter("mikcar_http_request_bytes_total", "Request body bytes received.", {},
+               static_cast<double>(bytes_in_.load()));
+  sink.Counter("mikcar_http_response_bytes_total", "Response body bytes sent.", {},
+               static_cast<double>(bytes_out_.load()));
+  sink.Gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {},
+             static_cast<double>(ResidentBytes()));
+  sink.Gauge("process_open_fds", "Number of open file descriptors.", {},
+             static_cast<double>(OpenFds()));
+  sink.Counter("process_cpu_seconds_total", "User and system CPU time in seconds.", {},
                CpuSeconds());
-  AppendScalar(out, "process_start_time_seconds", "gauge",
-               "Start time of the process since the unix epoch in seconds.", started_at_);
+  sink.Gauge("process_start_time_seconds",
+             "Start time of the process since the unix epoch in seconds.", {}, started_at_);
+  if (more) more(sink);
+  return sink.Render();
+}
+
+FamilySink::Family* FamilySink::Get(std::string_view name, std::string_view type,
+                                    std::string_view help) {
+  for (Family& f : families_) {
+    if (f.name == name) return f.type == type ? &f : nullptr;
+  }
+  return &families_.emplace_back(
+      Family{std::string(name), std::string(type), std::string(help), {}});
+}
+
+void FamilySink::Counter(std::string_view family, std::string_view help, Labels labels,
+                         double value) {
+  if (Family* f = Get(family, "counter", help)) AppendSample(f->samples, family, labels, "", value);
+}
+
+void FamilySink::Gauge(std::string_view family, std::string_view help, Labels labels,
+                       double value) {
+  if (Family* f = Get(family, "gauge", help)) AppendSample(f->samples, family, labels, "", value);
+}
+
+void FamilySink::Histogram(std::string_view family, std::string_view help, Labels labels,
+                           std::span<const double> bounds, std::span<const uint64_t> cumulative,
+                           uint64_t count, double sum) {
+  Family* f = Get(family, "histogram", help);
+  if (!f) return;
+  const std::string name(family);
+  for (size_t i = 0; i < bounds.size() && i < cumulative.size(); ++i) {
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", bounds[i]);
+    AppendSample(f->samples, name + "_bucket", labels, le, static_cast<double>(cumulative[i]));
+  }
+  AppendSample(f->samples, name + "_bucket", labels, "+Inf", static_cast<double>(count));
+  AppendSample(f->samples, name + "_sum", labels, "", sum);
+  AppendSample(f->samples, name + "_count", labels, "", static_cast<double>(count));
+}
+
+std::string FamilySink::Render() const {
+  std::string out;
+  for (const Family& f : families_) {
+    out.append("# HELP ").append(f.name).append(" ").append(f.help).append("\n");
+    out.append("# TYPE ").append(f.name).append(" ").append(f.type).append("\n");
+    out.append(f.samples);
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "common/backend_calls.h"
 #include "common/base64.h"
 #include "common/embedded.h"
 #include "common/json.h"
@@ -204,6 +205,7 @@ class KvSidecar final : public Sidecar {
   std::string name() const override { return "kv"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kKvOpenApi; }
+  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ping(); }
   void Drain() override {
     draining_ = true;
@@ -235,7 +237,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
-    auto entry = co_await backend_->Get(key);
+    auto entry = co_await calls_.Time("get", backend_->Get(key));
     if (!entry) co_return Fail(entry.error());
     co_return ValueResponse(request, std::move(*entry));
   }
@@ -258,7 +260,7 @@ class KvSidecar final : public Sidecar {
   asio::awaitable<Result<Response>> GetBatch(Request& request) {
     auto keys = KeysArray(request, R"({"keys": [string]})");
     if (!keys) co_return Fail(keys.error());
-    auto values = co_await backend_->GetMany(*keys);
+    auto values = co_await calls_.Time("get_many", backend_->GetMany(*keys));
     if (!values) co_return Fail(values.error());
     std::string body = "{";
     std::unordered_map<std::string_view, bool> seen;
@@ -318,7 +320,8 @@ class KvSidecar final : public Sidecar {
                                                  std::to_string(options.content_type.size()) +
                                                  " bytes; expected at most 1024");
     }
-    auto version = co_await backend_->Set(key, std::move(request.body), std::move(options));
+    auto version = co_await calls_.Time(
+        "set", backend_->Set(key, std::move(request.body), std::move(options)));
     if (!version) co_return Fail(version.error());
     watch_.Notify(key);
     Response r = Response::Json("{\"key\":" + JsonQuote(key) + ",\"status\":\"ok\"}");
@@ -353,7 +356,7 @@ class KvSidecar final : public Sidecar {
     size_t count = items.size();
     std::vector<std::string> keys;
     for (const auto& item : items) keys.push_back(item.first);
-    auto done = co_await backend_->SetMany(std::move(items), *ttl);
+    auto done = co_await calls_.Time("set_many", backend_->SetMany(std::move(items), *ttl));
     if (!done) co_return Fail(done.error());
     for (const auto& key : keys) watch_.Notify(key);
     co_return Response::Json("{\"count\":" + std::to_string(count) + ",\"status\":\"ok\"}");
@@ -371,12 +374,12 @@ class KvSidecar final : public Sidecar {
     auto if_match = IfMatch(request, any);
     if (!if_match) co_return Fail(if_match.error());
     if (any) {  // If-Match: * → only when the key exists
-      auto version = co_await backend_->Version(key);
+      auto version = co_await calls_.Time("version", backend_->Version(key));
       if (!version) co_return Fail(version.error());
       if (*version == 0)
         co_return Fail(ErrorCode::kPreconditionFailed, "key does not exist (If-Match: *)");
     }
-    auto deleted = co_await backend_->Delete(key, *if_match);
+    auto deleted = co_await calls_.Time("delete", backend_->Delete(key, *if_match));
     if (!deleted) co_return Fail(deleted.error());
     if (*deleted) watch_.Notify(key);
     co_return Response::Json(std::string("{\"deleted\":") + (*deleted ? "1" : "0") +
@@ -387,7 +390,7 @@ class KvSidecar final : public Sidecar {
     if (auto ok = Unconditional(request, "del/batch"); !ok) co_return Fail(ok.error());
     auto keys = KeysArray(request, R"({"keys": [string]})");
     if (!keys) co_return Fail(keys.error());
-    auto deleted = co_await backend_->DeleteMany(*keys);
+    auto deleted = co_await calls_.Time("delete_many", backend_->DeleteMany(*keys));
     if (!deleted) co_return Fail(deleted.error());
     for (const auto& key : *keys) watch_.Notify(key);
     co_return Response::Json("{\"deleted\":" + std::to_string(*deleted) + ",\"status\":\"ok\"}");
@@ -409,7 +412,8 @@ class KvSidecar final : public Sidecar {
       if (!decoded) co_return Fail(decoded.error());
       cursor = std::move(*decoded);
     }
-    auto page = co_await backend_->Keys(pattern, cursor, std::min<size_t>(n, kMaxKeysLimit));
+    auto page = co_await calls_.Time(
+        "keys", backend_->Keys(pattern, cursor, std::min<size_t>(n, kMaxKeysLimit)));
     if (!page) co_return Fail(page.error());
     std::string body = "{\"keys\":[";
     for (size_t i = 0; i < page->keys.size(); ++i) {
@@ -427,7 +431,7 @@ class KvSidecar final : public Sidecar {
     if (auto ok = Unconditional(request, "increment"); !ok) co_return Fail(ok.error());
     auto by = IntParam(request, "by", "a 64-bit integer");
     if (!by) co_return Fail(by.error());
-    auto value = co_await backend_->Increment(key, by->value_or(1));
+    auto value = co_await calls_.Time("increment", backend_->Increment(key, by->value_or(1)));
     if (!value) co_return Fail(value.error());
     watch_.Notify(key);
     co_return Response::Json("{\"value\":" + std::to_string(*value) + "}");
@@ -437,7 +441,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
-    auto version = co_await backend_->Version(key);
+    auto version = co_await calls_.Time("version", backend_->Version(key));
     if (!version) co_return Fail(version.error());
     co_return Response::Json(*version ? R"({"exists":true})" : R"({"exists":false})");
   }
@@ -446,7 +450,7 @@ class KvSidecar final : public Sidecar {
     auto checked = KeyParam(request);
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
-    auto expires = co_await backend_->ExpiresAt(key);
+    auto expires = co_await calls_.Time("expires_at", backend_->ExpiresAt(key));
     if (!expires) co_return Fail(expires.error());
     int64_t ttl = -2;
     if (*expires) {
@@ -481,7 +485,8 @@ class KvSidecar final : public Sidecar {
                                                  std::to_string(kMaxTtlSeconds) + ")");
     }
     // seconds <= 0 deletes the key; clamp before scaling so a huge negative cannot overflow.
-    auto found = co_await backend_->Expire(key, seconds <= 0 ? 0 : seconds * 1000);
+    auto found =
+        co_await calls_.Time("expire", backend_->Expire(key, seconds <= 0 ? 0 : seconds * 1000));
     if (!found) co_return Fail(found.error());
     if (*found) watch_.Notify(key);
     co_return Response::Json(*found ? R"({"status":"ok"})" : R"({"status":"key_not_found"})");
@@ -492,7 +497,7 @@ class KvSidecar final : public Sidecar {
     if (!checked) co_return Fail(checked.error());
     std::string key = std::move(*checked);
     if (auto ok = Unconditional(request, "persist"); !ok) co_return Fail(ok.error());
-    auto found = co_await backend_->Persist(key);
+    auto found = co_await calls_.Time("persist", backend_->Persist(key));
     if (!found) co_return Fail(found.error());
     if (*found) watch_.Notify(key);
     co_return Response::Json(*found ? R"({"status":"ok"})" : R"({"status":"key_not_found"})");
@@ -521,12 +526,12 @@ class KvSidecar final : public Sidecar {
     WatchHub::Registration registration(watch_, key, waiter);
     for (;;) {
       waiter->notified = false;
-      auto version = co_await backend_->Version(key);
+      auto version = co_await calls_.Time("version", backend_->Version(key));
       if (!version) co_return Fail(version.error());
       if (*version != known) {
         if (*version == 0)
           co_return Fail(ErrorCode::kNotFound, "key not found (deleted or expired while watched)");
-        auto entry = co_await backend_->Get(key);
+        auto entry = co_await calls_.Time("get", backend_->Get(key));
         if (!entry) {
           if (entry.error().code == ErrorCode::kNotFound) continue;
           co_return Fail(entry.error());
@@ -546,6 +551,10 @@ class KvSidecar final : public Sidecar {
   }
 
   std::unique_ptr<KvBackend> backend_;
+  BackendCalls calls_{"kv",
+                      backend_->name(),
+                      {"get", "get_many", "set", "set_many", "version", "delete", "delete_many",
+                       "keys", "increment", "expires_at", "expire", "persist"}};
   WatchHub watch_;
   std::atomic<bool> draining_{false};
 };

@@ -6,6 +6,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "common/backend_calls.h"
 #include "common/clock.h"
 #include "common/embedded.h"
 #include "common/json.h"
@@ -91,6 +92,7 @@ class QueueSidecar final : public Sidecar {
   std::string name() const override { return "queue"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kQueueOpenApi; }
+  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
   boost::asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Drain() override { backend_->Drain(); }
   void Shutdown() override { backend_->Close(); }
@@ -151,7 +153,7 @@ class QueueSidecar final : public Sidecar {
     message->payload = Payload(request.body);
     std::vector<NewMessage> one;
     one.push_back(std::move(*message));
-    auto ids = co_await backend_->Push(*queue, std::move(one));
+    auto ids = co_await calls_.Time("push", backend_->Push(*queue, std::move(one)));
     if (!ids) co_return Fail(ids.error());
     co_return Response::Json("{\"message_id\":" + JsonQuote(ids->front()) +
                              ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"pushed\"}");
@@ -181,7 +183,7 @@ class QueueSidecar final : public Sidecar {
     std::vector<NewMessage> messages;
     messages.reserve(arr->size());
     for (const auto& v : *arr) messages.push_back({json::serialize(v), options->delay_ms, {}});
-    auto ids = co_await backend_->Push(*queue, std::move(messages));
+    auto ids = co_await calls_.Time("push", backend_->Push(*queue, std::move(messages)));
     if (!ids) co_return Fail(ids.error());
     std::string list;
     for (const auto& id : *ids) list += (list.empty() ? "" : ",") + JsonQuote(id);
@@ -195,7 +197,7 @@ class QueueSidecar final : public Sidecar {
     if (!queue) co_return Fail(queue.error());
     auto receive = ReceiveOptions(request, 1);
     if (!receive) co_return Fail(receive.error());
-    auto messages = co_await backend_->Pop(*queue, *receive);
+    auto messages = co_await calls_.Time("pop", backend_->Pop(*queue, *receive));
     if (!messages) co_return Fail(messages.error());
     std::string message = messages->empty() ? "null" : MessageJson(messages->front());
     co_return Response::Json("{\"message\":" + message + ",\"queue\":" + JsonQuote(*queue) + "}");
@@ -208,7 +210,8 @@ class QueueSidecar final : public Sidecar {
     if (!id) co_return Fail(id.error());
     auto group = Name(request.query_param("group").value_or(kDefaultGroup), "group");
     if (!group) co_return Fail(group.error());
-    if (auto ok = co_await backend_->Ack(*queue, *group, *id); !ok) co_return Fail(ok.error());
+    if (auto ok = co_await calls_.Time("ack", backend_->Ack(*queue, *group, *id)); !ok)
+      co_return Fail(ok.error());
     co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
                              ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"acknowledged\"}");
   }
@@ -220,7 +223,8 @@ class QueueSidecar final : public Sidecar {
     if (!id) co_return Fail(id.error());
     auto delay = DurationParam(request, "delay", std::chrono::milliseconds(0), kMaxDelay);
     if (!delay) co_return Fail(delay.error());
-    if (auto ok = co_await backend_->Nack(*queue, *id, *delay); !ok) co_return Fail(ok.error());
+    if (auto ok = co_await calls_.Time("nack", backend_->Nack(*queue, *id, *delay)); !ok)
+      co_return Fail(ok.error());
     co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
                              ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"nacked\"}");
   }
@@ -230,7 +234,7 @@ class QueueSidecar final : public Sidecar {
     if (!topic) co_return Fail(topic.error());
     NewMessage message;
     message.payload = Payload(request.body);
-    auto id = co_await backend_->Publish(*topic, std::move(message));
+    auto id = co_await calls_.Time("publish", backend_->Publish(*topic, std::move(message)));
     if (!id) co_return Fail(id.error());
     co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +
                              ",\"status\":\"published\",\"topic\":" + JsonQuote(*topic) + "}");
@@ -254,7 +258,8 @@ class QueueSidecar final : public Sidecar {
     auto receive = ReceiveOptions(request, max_messages);
     if (!receive) co_return Fail(receive.error());
     receive->gather = kGather;
-    auto messages = co_await backend_->Subscribe(*topic, *group, *receive);
+    auto messages =
+        co_await calls_.Time("subscribe", backend_->Subscribe(*topic, *group, *receive));
     if (!messages) co_return Fail(messages.error());
     std::string list;
     for (const auto& m : *messages) list += (list.empty() ? "" : ",") + MessageJson(m);
@@ -266,7 +271,7 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Len(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
-    auto len = co_await backend_->Len(*queue);
+    auto len = co_await calls_.Time("len", backend_->Len(*queue));
     if (!len) co_return Fail(len.error());
     co_return Response::Json("{\"length\":" + std::to_string(len->ready) + ",\"queue\":" +
                              JsonQuote(*queue) + ",\"leased\":" + std::to_string(len->leased) +
@@ -274,6 +279,8 @@ class QueueSidecar final : public Sidecar {
   }
 
   std::unique_ptr<QueueBackend> backend_;
+  BackendCalls calls_{
+      "queue", backend_->name(), {"push", "pop", "ack", "nack", "publish", "subscribe", "len"}};
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 #include <cctype>
 
+#include "common/backend_calls.h"
 #include "common/embedded.h"
 #include "common/json.h"
 #include "common/units.h"
@@ -20,10 +21,14 @@ namespace {
 namespace asio = boost::asio;
 namespace json = boost::json;
 using sql::IsTransactionControl;
+using sql::Limits;
 using sql::Param;
+using sql::ResultSet;
 using sql::SqlBackend;
 using sql::Statement;
+using sql::Task;
 using sql::ToParam;
+using sql::Transaction;
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMaxBatchStatements = 1000;
@@ -174,16 +179,67 @@ std::optional<std::chrono::milliseconds> JsonDuration(const json::value& v) {
   return std::nullopt;
 }
 
+// The backend with every call counted and timed for /metrics (the script runner's too):
+// "run" (one statement on its own), "begin", "statement" (inside a transaction), "commit" and
+// "rollback".
+class TimedSqlBackend final : public SqlBackend {
+ public:
+  explicit TimedSqlBackend(std::unique_ptr<SqlBackend> inner)
+      : inner_(std::move(inner)),
+        calls_(std::make_shared<BackendCalls>(
+            "sql", inner_->name(),
+            std::initializer_list<std::string_view>{"run", "begin", "statement", "commit",
+                                                    "rollback"})) {}
+
+  std::string name() const override { return inner_->name(); }
+  std::chrono::milliseconds default_statement_timeout() const override {
+    return inner_->default_statement_timeout();
+  }
+  Task<ResultSet> Run(Statement statement, Limits limits) override {
+    return calls_->Time("run", inner_->Run(std::move(statement), limits));
+  }
+  Task<std::unique_ptr<Transaction>> Begin(Limits limits) override {
+    auto begun = co_await calls_->Time("begin", inner_->Begin(limits));
+    if (!begun) co_return Fail(std::move(begun.error()));
+    co_return std::unique_ptr<Transaction>(
+        std::make_unique<TimedTransaction>(std::move(*begun), calls_));
+  }
+  Task<void> Ready() override { return inner_->Ready(); }
+  void Close() override { inner_->Close(); }
+  const BackendCalls& calls() const { return *calls_; }
+
+ private:
+  class TimedTransaction final : public Transaction {
+   public:
+    // Shares the counters: a transaction may end after the service.
+    TimedTransaction(std::unique_ptr<Transaction> inner, std::shared_ptr<BackendCalls> calls)
+        : inner_(std::move(inner)), calls_(std::move(calls)) {}
+    Task<ResultSet> Run(Statement statement) override {
+      return calls_->Time("statement", inner_->Run(std::move(statement)));
+    }
+    Task<void> Commit() override { return calls_->Time("commit", inner_->Commit()); }
+    Task<void> Rollback() override { return calls_->Time("rollback", inner_->Rollback()); }
+
+   private:
+    std::unique_ptr<Transaction> inner_;
+    std::shared_ptr<BackendCalls> calls_;
+  };
+
+  std::unique_ptr<SqlBackend> inner_;
+  std::shared_ptr<BackendCalls> calls_;
+};
+
 class SqlSidecar final : public Sidecar {
  public:
   SqlSidecar(std::unique_ptr<SqlBackend> backend, const sql::script::ScriptOptions& options)
-      : backend_(std::move(backend)),
+      : backend_(std::make_unique<TimedSqlBackend>(std::move(backend))),
         script_options_(options),
         scripts_(sql::MakeBuiltinScriptRunner(*backend_, options)) {}
 
   std::string name() const override { return "sql"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kSqlOpenApi; }
+  void Collect(MetricsSink& sink) const override { backend_->calls().Collect(sink); }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override {
     if (scripts_) scripts_->Stop();  // scripts still use the backend
@@ -315,7 +371,7 @@ class SqlSidecar final : public Sidecar {
                              std::to_string(outcome->queries_executed) + "}");
   }
 
-  std::unique_ptr<SqlBackend> backend_;
+  std::unique_ptr<TimedSqlBackend> backend_;
   sql::script::ScriptOptions script_options_;
   std::unique_ptr<sql::script::ScriptRunner> scripts_;  // null without MIKCAR_WITH_SQL_SCRIPT
 };

@@ -5,6 +5,7 @@
 #include <boost/json/value.hpp>
 #include <charconv>
 
+#include "common/backend_calls.h"
 #include "common/base64.h"
 #include "common/clock.h"
 #include "common/embedded.h"
@@ -92,6 +93,7 @@ class StorageSidecar final : public Sidecar {
   std::string name() const override { return "storage"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kStorageOpenApi; }
+  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override { backend_->Close(); }
 
@@ -161,12 +163,13 @@ class StorageSidecar final : public Sidecar {
     // A conditional PUT that will fail is refused before its body is read; the backend checks
     // again, atomically with the write.
     if (options.if_match || options.if_none_match) {
-      auto current = co_await backend_->Head(*path);
+      auto current = co_await calls_.Time("head", backend_->Head(*path));
       if (!current && current.error().code != ErrorCode::kNotFound) co_return Fail(current.error());
       if (auto ok = storage::CheckPutConditions(options, current ? &*current : nullptr); !ok)
         co_return Fail(ok.error());
     }
-    auto info = co_await backend_->Put(*path, std::move(options), *request.body_stream);
+    auto info =
+        co_await calls_.Time("put", backend_->Put(*path, std::move(options), *request.body_stream));
     if (!info) co_return Fail(info.error());
     Response response =
         Response::Json("{\"path\":" + JsonQuote(*path) + ",\"status\":\"created\"}", 201);
@@ -181,7 +184,7 @@ class StorageSidecar final : public Sidecar {
     const bool head = request.method == "HEAD";
     auto range = storage::ParseRange(request.header("range"));
     if (head) {
-      auto info = co_await backend_->Head(*path);
+      auto info = co_await calls_.Time("head", backend_->Head(*path));
       if (!info) co_return Fail(info.error());
       if (auto answer = ReadConditions(request, *info)) co_return std::move(*answer);
       Response response = Response::Empty(200);
@@ -190,7 +193,7 @@ class StorageSidecar final : public Sidecar {
       response.stream_length = info->size;
       co_return response;
     }
-    auto object = co_await backend_->Get(*path, range);
+    auto object = co_await calls_.Time("get", backend_->Get(*path, range));
     if (!object) co_return Fail(object.error());
     const ObjectInfo& info = object->info;
     if (auto answer = ReadConditions(request, info)) co_return std::move(*answer);
@@ -221,7 +224,8 @@ class StorageSidecar final : public Sidecar {
     if (!path) co_return Fail(path.error());
     // Presigned URLs are only for GET and PUT: one used here is refused as such (403).
     if (auto ok = Authorize(request, *path); !ok) co_return Fail(ok.error());
-    if (auto ok = co_await backend_->Delete(*path); !ok) co_return Fail(ok.error());
+    if (auto ok = co_await calls_.Time("delete", backend_->Delete(*path)); !ok)
+      co_return Fail(ok.error());
     co_return Response::Json("{\"path\":" + JsonQuote(*path) + ",\"status\":\"deleted\"}");
   }
 
@@ -253,7 +257,7 @@ class StorageSidecar final : public Sidecar {
     if (cursor) options.start_after = std::move(*cursor);
     auto delimiter = request.query_param("delimiter");
     if (delimiter) options.delimiter = std::move(*delimiter);
-    auto page = co_await backend_->List(std::move(options));
+    auto page = co_await calls_.Time("list", backend_->List(std::move(options)));
     if (!page) co_return Fail(page.error());
     std::string body = "{\"objects\":[";
     for (size_t i = 0; i < page->objects.size(); ++i) {
@@ -294,7 +298,7 @@ class StorageSidecar final : public Sidecar {
     if (!from) co_return Fail(from.error());
     auto to = field("to");
     if (!to) co_return Fail(to.error());
-    auto info = co_await backend_->Copy(*from, *to);
+    auto info = co_await calls_.Time("copy", backend_->Copy(*from, *to));
     if (!info) co_return Fail(info.error());
     Response response =
         Response::Json("{\"from\":" + JsonQuote(*from) + ",\"to\":" + JsonQuote(*to) +
@@ -328,9 +332,11 @@ class StorageSidecar final : public Sidecar {
     }
     auto expires = std::chrono::time_point_cast<std::chrono::seconds>(
         std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-    auto native = co_await backend_->Presign(
-        *path, method == "GET" ? storage::PresignMethod::kGet : storage::PresignMethod::kPut,
-        expires);
+    auto native = co_await calls_.Time(
+        "presign",
+        backend_->Presign(
+            *path, method == "GET" ? storage::PresignMethod::kGet : storage::PresignMethod::kPut,
+            expires));
     if (!native) co_return Fail(native.error());
     std::string url = std::move(*native);
     if (url.empty()) {
@@ -369,7 +375,7 @@ class StorageSidecar final : public Sidecar {
     }
     std::string deleted, missing;
     for (const std::string& path : targets) {
-      auto done = co_await backend_->Delete(path);
+      auto done = co_await calls_.Time("delete", backend_->Delete(path));
       std::string& into = done ? deleted : missing;
       if (!done && done.error().code != ErrorCode::kNotFound) co_return Fail(done.error());
       if (!into.empty()) into += ',';
@@ -379,6 +385,8 @@ class StorageSidecar final : public Sidecar {
   }
 
   std::unique_ptr<StorageBackend> backend_;
+  BackendCalls calls_{
+      "storage", backend_->name(), {"head", "put", "get", "delete", "list", "copy", "presign"}};
   StorageOptions options_;
   storage::UrlSigner signer_;
 };

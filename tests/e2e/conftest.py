@@ -114,6 +114,23 @@ def assert_envelope(resp, status, code):
     return body
 
 
+def metrics(m):
+    """GET /metrics parsed by prometheus_client (a malformed exposition raises): a dict of
+    (sample name, frozenset of label items) -> value. Each family is written once."""
+    from prometheus_client.parser import text_string_to_metric_families
+    resp = m.get("/metrics")
+    assert resp.status_code == 200, resp.text
+    families = list(text_string_to_metric_families(resp.text))
+    names = [f.name for f in families]
+    assert len(names) == len(set(names)), names
+    return {(s.name, frozenset(s.labels.items())): s.value for f in families for s in f.samples}
+
+
+def metric(m, name, **labels):
+    """One sample of /metrics (0 when absent)."""
+    return metrics(m).get((name, frozenset(labels.items())), 0)
+
+
 def kill_9(m):
     """SIGKILL: no chance to flush anything."""
     os.kill(m.proc.pid, signal.SIGKILL)

@@ -17,7 +17,7 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from conftest import BIN, TOKEN, Mikcar, assert_envelope
+from conftest import BIN, TOKEN, Mikcar, assert_envelope, metrics
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT")  # spdlog text lines start with a timestamp
@@ -252,6 +252,13 @@ def test_metrics_prometheus_text(core):
     assert cpu and 0 < float(cpu.group(1)) < 60, text
     started = re.search(r"^process_start_time_seconds ([0-9.e+-]+)$", text, re.M)
     assert started and abs(float(started.group(1)) - time.time()) < 600, text
+    # The whole exposition parses (each family once) and has the kv backend's calls.
+    core.get("/kv/get/absent")
+    parsed = metrics(core)
+    assert parsed[("mikcar_backend_calls_total",
+                   frozenset({"service": "kv", "backend": "memory", "operation": "get"}.items()))] >= 1
+    assert parsed[("mikcar_backend_call_duration_seconds_count",
+                   frozenset({"service": "kv", "backend": "memory", "operation": "get"}.items()))] >= 1
 
 
 def test_metrics_count_requests_refused_before_routing(core):

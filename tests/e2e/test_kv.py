@@ -990,3 +990,61 @@ def test_huge_batch_is_413(kv, route):
     # 10000 is allowed.
     ok = {"keys": keys[:10000]} if route != "/kv/set/batch" else {k: "v" for k in keys[:10000]}
     assert kv.post(route, json=ok).status_code == 200
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def backend_calls(kv):
+    """{operation: calls} of the kv service's backend, and the errors counted."""
+    from conftest import metrics
+    calls, errors = {}, {}
+    for (name, labels), value in metrics(kv).items():
+        labels = dict(labels)
+        if labels.get("service") != "kv":
+            continue
+        if name == "mikcar_backend_calls_total":
+            calls[labels["operation"]] = value
+        elif name == "mikcar_backend_errors_total":
+            errors[(labels["operation"], labels["reason"])] = value
+    return calls, errors
+
+
+def test_metrics_count_backend_calls_by_operation(kv):
+    kset(kv, "a", b"1")
+    kset(kv, "b", b"2")
+    assert kget(kv, "a") == b"1"
+    assert kv.get("/kv/get/nope").status_code == 404  # an answer, not a failure
+    assert kv.post("/kv/increment/n").status_code == 200
+    assert kv.post("/kv/set/a", data=b"x", params={"nx": 1}).status_code == 412  # an answer too
+    calls, errors = backend_calls(kv)
+    assert calls == {"set": 3, "get": 2, "increment": 1}, calls
+    assert errors == {}
+
+
+def test_metrics_count_a_backend_that_went_away(start_mikcar, tmp_path):
+    """A Redis that stops answering: the failed calls count as unavailable."""
+    import socket
+    import subprocess
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        kv = start_mikcar(["--kv"], env={"KV_URL": f"redis://127.0.0.1:{port}"},
+                          data_dir=str(tmp_path))
+        kset(kv, "a", b"1")
+    finally:
+        redis.kill()
+        redis.wait()
+    for _ in range(3):
+        r = kv.get("/kv/get/a", timeout=30)
+        assert r.status_code in (502, 503, 504), r.text
+    calls, errors = backend_calls(kv)
+    assert calls == {"set": 1, "get": 3}, calls
+    assert sum(errors.values()) == 3 and all(op == "get" for op, _ in errors), errors

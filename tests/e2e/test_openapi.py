@@ -148,13 +148,19 @@ def test_gzip_when_accepted(everything):
 
 
 def test_a_custom_sidecar_is_documented_by_its_fragment():
-    """examples/custom_sidecar: OpenApi() describes /greet; /count is listed without one."""
+    """examples/custom_sidecar: OpenApi() describes /greet; /count is listed without one; its
+    Collect() adds to /metrics."""
     from conftest import BIN
     example = os.path.join(os.path.dirname(BIN), "..", "examples", "custom_sidecar")
     proc = subprocess.Popen([example, "0"], stdout=subprocess.PIPE, text=True)
     try:
         port = proc.stdout.readline().strip().rsplit(":", 1)[1]
         doc = requests.get(f"http://127.0.0.1:{port}/openapi.json").json()
+        # Its Collect() adds a family to /metrics.
+        auth = {"Authorization": "Bearer demo"}
+        requests.post(f"http://127.0.0.1:{port}/hello/count", headers=auth)
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", headers=auth).text
+        assert "# TYPE hello_counts_total counter\nhello_counts_total 1\n" in text, text
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -19,7 +19,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import BIN, TOKEN, assert_envelope
+from conftest import BIN, TOKEN, assert_envelope, metrics
 
 PG_URL = os.environ.get("MIKCAR_TEST_POSTGRES_URL")
 BIG = 2 ** 53 + 1  # 9007199254740993: not exact as a double
@@ -646,6 +646,11 @@ def test_postgres_outage(launch):
             assert time.monotonic() - t < 10.5
         unavailable(q(m, "SELECT 2 AS x", path="/sql/execute", timeout=20))
         unavailable(batch(m, ["SELECT 1"]))
+        # /metrics counts the failures by backend call
+        failed = {dict(labels)["operation"]: value for (name, labels), value in metrics(m).items()
+                  if name == "mikcar_backend_errors_total" and dict(labels)["service"] == "sql"
+                  and dict(labels)["reason"] == "unavailable"}
+        assert failed == {"run": 4, "begin": 1}, failed
     finally:
         shell("MIKCAR_TEST_POSTGRES_START")
     until_ok(m)
