@@ -35,9 +35,10 @@ class HelloSidecar final : public mikcar::Sidecar {
   }
 
   // Adds to /metrics at each scrape.
-  void Collect(mikcar::MetricsSink& sink) const override {
+  boost::asio::awaitable<void> Collect(mikcar::MetricsSink& sink) override {
     sink.Counter("hello_counts_total", "POST /hello/count calls.", {},
                  static_cast<double>(count_.load()));
+    co_return;
   }
 
   // For /openapi.json; the server adds the path parameter, tags, security and error responses.

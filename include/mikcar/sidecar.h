@@ -33,8 +33,8 @@ class Sidecar {
   // parameters and the error responses. Empty: the routes are listed without descriptions.
   virtual std::string_view OpenApi() const { return {}; }
   // Adds this service's own samples to /metrics (the server already counts its requests).
-  // Called on an I/O thread at each scrape: must be quick and must not block.
-  virtual void Collect(MetricsSink& /*sink*/) const {}
+  // Awaited at each scrape, on an I/O thread: it may ask its backend, but must not block.
+  virtual boost::asio::awaitable<void> Collect(MetricsSink& /*sink*/) { co_return; }
   // Readiness: success when the backend answers. Called by /health/ready with a short timeout.
   virtual boost::asio::awaitable<Result<void>> Ready() { co_return Result<void>{}; }
   // Called when graceful shutdown begins, before in-flight requests finish: long-polls should

@@ -118,12 +118,11 @@ void Metrics::Finished(RouteStats* route, int status, double seconds, uint64_t b
   route->latency.Record(seconds);
 }
 
-std::string Metrics::Render(const std::function<void(MetricsSink&)>& more) const {
+void Metrics::Collect(FamilySink& sink) const {
   constexpr std::string_view kRequests = "mikcar_http_requests_total";
   constexpr std::string_view kRequestsHelp = "HTTP requests by service, route, method and status.";
   constexpr std::string_view kLatency = "mikcar_http_request_duration_seconds";
   constexpr std::string_view kLatencyHelp = "Request handling latency.";
-  FamilySink sink;
   sink.Declare(kRequests, "counter", kRequestsHelp);
   sink.Declare(kLatency, "histogram", kLatencyHelp);
   {
@@ -162,8 +161,6 @@ std::string Metrics::Render(const std::function<void(MetricsSink&)>& more) const
                CpuSeconds());
   sink.Gauge("process_start_time_seconds",
              "Start time of the process since the unix epoch in seconds.", {}, started_at_);
-  if (more) more(sink);
-  return sink.Render();
 }
 
 FamilySink::Family* FamilySink::Get(std::string_view name, std::string_view type,

@@ -8,7 +8,6 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -60,8 +59,8 @@ class Metrics {
   void Started() { in_flight_.fetch_add(1, std::memory_order_relaxed); }
   void Finished(RouteStats* route, int status, double seconds, uint64_t bytes_in,
                 uint64_t bytes_out);
-  // The HTTP core's samples, then what `more` adds (the services').
-  std::string Render(const std::function<void(MetricsSink&)>& more = {}) const;
+  // Adds the HTTP core's samples (the services add theirs after).
+  void Collect(FamilySink& sink) const;
 
  private:
   std::atomic<int64_t> in_flight_{0};

@@ -307,10 +307,10 @@ Result<void> Server::Impl::AddRoutes() {
     co_return Response::Json(R"({"status":"healthy"})");
   };
   auto metrics_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
-    std::string text = metrics.Render([this](MetricsSink& sink) {
-      for (const auto& service : services) service->Collect(sink);
-    });
-    co_return Response::Bytes(std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+    FamilySink sink;
+    metrics.Collect(sink);
+    for (const auto& service : services) co_await service->Collect(sink);
+    co_return Response::Bytes(sink.Render(), "text/plain; version=0.0.4; charset=utf-8");
   };
   auto openapi_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
     std::call_once(openapi_once, [this] { openapi = BuildOpenApi(documented, MIKCAR_VERSION); });

@@ -205,7 +205,10 @@ class KvSidecar final : public Sidecar {
   std::string name() const override { return "kv"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kKvOpenApi; }
-  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
+  asio::awaitable<void> Collect(MetricsSink& sink) override {
+    calls_.Collect(sink);
+    co_return;
+  }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ping(); }
   void Drain() override {
     draining_ = true;

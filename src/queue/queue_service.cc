@@ -5,6 +5,10 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "common/backend_calls.h"
 #include "common/clock.h"
@@ -33,6 +37,7 @@ constexpr auto kMaxDelay = std::chrono::hours(24 * 30);
 constexpr auto kMaxVisibility = std::chrono::hours(12);
 constexpr auto kMaxTimeout = std::chrono::hours(1);
 constexpr auto kGather = std::chrono::milliseconds(20);
+constexpr size_t kMaxMeasuredQueues = 256;  // queues whose depth /metrics reports
 // A long-poll answers this long before the request deadline, so the response always goes out.
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
 // A message taken without a lease is handed out only if the backend has it by then.
@@ -92,7 +97,26 @@ class QueueSidecar final : public Sidecar {
   std::string name() const override { return "queue"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kQueueOpenApi; }
-  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
+  // The backend's calls, and the depth of every queue this process has pushed to, popped from
+  // or measured (a dead-letter queue once it has been popped or measured).
+  boost::asio::awaitable<void> Collect(MetricsSink& sink) override {
+    calls_.Collect(sink);
+    std::vector<std::string> names;
+    {
+      std::lock_guard lock(used_mu_);
+      names.assign(used_.begin(), used_.end());
+    }
+    for (const std::string& queue : names) {
+      auto len = co_await backend_->Len(queue);
+      if (!len) continue;  // unreachable: the requests' own calls count the failure
+      for (auto [state, n] :
+           {std::pair{"ready", len->ready}, {"leased", len->leased}, {"delayed", len->delayed}}) {
+        sink.Gauge("mikcar_queue_messages",
+                   "Messages of each queue this process has used, by state.",
+                   {{"queue", queue}, {"state", state}}, static_cast<double>(n));
+      }
+    }
+  }
   boost::asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Drain() override { backend_->Drain(); }
   void Shutdown() override { backend_->Close(); }
@@ -148,6 +172,7 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Push(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
+    Use(*queue);
     auto message = PushOptions(request);
     if (!message) co_return Fail(message.error());
     message->payload = Payload(request.body);
@@ -163,6 +188,7 @@ class QueueSidecar final : public Sidecar {
     static constexpr std::string_view kExpected = "{\"messages\": [any JSON value]}";
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
+    Use(*queue);
     auto options = PushOptions(request);
     if (!options) co_return Fail(options.error());
     if (!options->dedup_id.empty())
@@ -195,6 +221,7 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Pop(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
+    Use(*queue);
     auto receive = ReceiveOptions(request, 1);
     if (!receive) co_return Fail(receive.error());
     auto messages = co_await calls_.Time("pop", backend_->Pop(*queue, *receive));
@@ -271,6 +298,7 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Len(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
+    Use(*queue);
     auto len = co_await calls_.Time("len", backend_->Len(*queue));
     if (!len) co_return Fail(len.error());
     co_return Response::Json("{\"length\":" + std::to_string(len->ready) + ",\"queue\":" +
@@ -278,7 +306,15 @@ class QueueSidecar final : public Sidecar {
                              ",\"delayed\":" + std::to_string(len->delayed) + "}");
   }
 
+  // Remembers a queue for /metrics (the first kMaxMeasuredQueues).
+  void Use(const std::string& queue) {
+    std::lock_guard lock(used_mu_);
+    if (used_.size() < kMaxMeasuredQueues) used_.insert(queue);
+  }
+
   std::unique_ptr<QueueBackend> backend_;
+  std::mutex used_mu_;
+  std::set<std::string> used_;
   BackendCalls calls_{
       "queue", backend_->name(), {"push", "pop", "ack", "nack", "publish", "subscribe", "len"}};
 };

@@ -239,7 +239,10 @@ class SqlSidecar final : public Sidecar {
   std::string name() const override { return "sql"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kSqlOpenApi; }
-  void Collect(MetricsSink& sink) const override { backend_->calls().Collect(sink); }
+  asio::awaitable<void> Collect(MetricsSink& sink) override {
+    backend_->calls().Collect(sink);
+    co_return;
+  }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override {
     if (scripts_) scripts_->Stop();  // scripts still use the backend

@@ -93,7 +93,10 @@ class StorageSidecar final : public Sidecar {
   std::string name() const override { return "storage"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kStorageOpenApi; }
-  void Collect(MetricsSink& sink) const override { calls_.Collect(sink); }
+  asio::awaitable<void> Collect(MetricsSink& sink) override {
+    calls_.Collect(sink);
+    co_return;
+  }
   asio::awaitable<Result<void>> Ready() override { co_return co_await backend_->Ready(); }
   void Shutdown() override { backend_->Close(); }
 

@@ -676,3 +676,30 @@ def test_bad_queue_url_exits_2(tmp_path, url, expected):
     assert r.returncode == 2, r.stderr
     assert "QUEUE_URL" in r.stderr and expected in r.stderr, r.stderr
     assert "secretpw" not in r.stderr
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def test_metrics_report_the_depth_of_used_queues_and_backend_calls(queue):
+    from conftest import metrics
+    q, other = name(), name()
+    for i in range(3):
+        push(queue, q, {"n": i})
+    push(queue, q, {"later": True}, delay="60s")
+    assert pop(queue, q, visibility="30s", timeout=0)["payload"] == {"n": 0}
+    publish = queue.post(f"/queue/publish/{other}", json={"x": 1})  # a topic: not measured
+    assert publish.status_code == 200, publish.text
+
+    def depths():
+        found = {}
+        for (sample, labels), value in metrics(queue).items():
+            labels = dict(labels)
+            if sample == "mikcar_queue_messages":
+                found[(labels["queue"], labels["state"])] = value
+        return found
+
+    want = {(q, "ready"): 2, (q, "leased"): 1, (q, "delayed"): 1}
+    assert eventually(lambda: depths() == want), depths()
+    calls = {dict(labels)["operation"]: value for (sample, labels), value in metrics(queue).items()
+             if sample == "mikcar_backend_calls_total"}
+    assert calls == {"push": 4, "pop": 1, "publish": 1}, calls

@@ -141,6 +141,13 @@ def test_rabbitmq_restart_fails_in_flight_then_recovers(tmp_path):
             assert "amqp 127.0.0.1" in r.json()["error"] and "@" not in r.json()["error"]
             ready = m.get("/health/ready", timeout=10)
             assert ready.status_code == 503, ready.text
+            # /metrics still answers, at once: the failed push counts, the depth is left out
+            t = time.monotonic()
+            text = m.get("/metrics", timeout=10).text
+            assert time.monotonic() - t < 2
+            assert ('mikcar_backend_errors_total{service="queue",backend="amqp",operation="push",'
+                    'reason="unavailable"} 1\n') in text, text
+            assert "mikcar_queue_messages{" not in text
         finally:
             subprocess.run(AMQP_START, shell=True, check=True, timeout=60)
         r = m.post(f"/queue/push/{q}", json="after", timeout=20)

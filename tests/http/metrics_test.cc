@@ -64,9 +64,10 @@ TEST(Metrics, ServicesAddTheirFamiliesAfterTheCore) {
   RouteStats* route = metrics.Register("kv", "/kv/get/{key}", "GET");
   metrics.Started();
   metrics.Finished(route, 200, 0.0002, 0, 10);
-  std::string text = metrics.Render([](MetricsSink& sink) {
-    sink.Counter("mikcar_backend_calls_total", "Calls.", {{"service", "kv"}}, 1);
-  });
+  FamilySink sink;
+  metrics.Collect(sink);
+  sink.Counter("mikcar_backend_calls_total", "Calls.", {{"service", "kv"}}, 1);
+  std::string text = sink.Render();
   EXPECT_NE(text.find("mikcar_http_requests_total{service=\"kv\",route=\"/kv/get/{key}\","
                       "method=\"GET\",status=\"200\"} 1\n"),
             std::string::npos);
