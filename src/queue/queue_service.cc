@@ -172,7 +172,6 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Push(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
-    Use(*queue);
     auto message = PushOptions(request);
     if (!message) co_return Fail(message.error());
     message->payload = Payload(request.body);
@@ -180,6 +179,7 @@ class QueueSidecar final : public Sidecar {
     one.push_back(std::move(*message));
     auto ids = co_await calls_.Time("push", backend_->Push(*queue, std::move(one)));
     if (!ids) co_return Fail(ids.error());
+    Use(*queue);
     co_return Response::Json("{\"message_id\":" + JsonQuote(ids->front()) +
                              ",\"queue\":" + JsonQuote(*queue) + ",\"status\":\"pushed\"}");
   }
@@ -188,7 +188,6 @@ class QueueSidecar final : public Sidecar {
     static constexpr std::string_view kExpected = "{\"messages\": [any JSON value]}";
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
-    Use(*queue);
     auto options = PushOptions(request);
     if (!options) co_return Fail(options.error());
     if (!options->dedup_id.empty())
@@ -211,6 +210,7 @@ class QueueSidecar final : public Sidecar {
     for (const auto& v : *arr) messages.push_back({json::serialize(v), options->delay_ms, {}});
     auto ids = co_await calls_.Time("push", backend_->Push(*queue, std::move(messages)));
     if (!ids) co_return Fail(ids.error());
+    Use(*queue);
     std::string list;
     for (const auto& id : *ids) list += (list.empty() ? "" : ",") + JsonQuote(id);
     co_return Response::Json("{\"message_ids\":[" + list +
@@ -221,11 +221,11 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Pop(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
-    Use(*queue);
     auto receive = ReceiveOptions(request, 1);
     if (!receive) co_return Fail(receive.error());
     auto messages = co_await calls_.Time("pop", backend_->Pop(*queue, *receive));
     if (!messages) co_return Fail(messages.error());
+    Use(*queue);
     std::string message = messages->empty() ? "null" : MessageJson(messages->front());
     co_return Response::Json("{\"message\":" + message + ",\"queue\":" + JsonQuote(*queue) + "}");
   }
@@ -298,15 +298,15 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Len(Request& request) {
     auto queue = NameParam(request, "queue");
     if (!queue) co_return Fail(queue.error());
-    Use(*queue);
     auto len = co_await calls_.Time("len", backend_->Len(*queue));
     if (!len) co_return Fail(len.error());
+    Use(*queue);
     co_return Response::Json("{\"length\":" + std::to_string(len->ready) + ",\"queue\":" +
                              JsonQuote(*queue) + ",\"leased\":" + std::to_string(len->leased) +
                              ",\"delayed\":" + std::to_string(len->delayed) + "}");
   }
 
-  // Remembers a queue for /metrics (the first kMaxMeasuredQueues).
+  // Remembers a queue the backend answered for, for /metrics (the first kMaxMeasuredQueues).
   void Use(const std::string& queue) {
     std::lock_guard lock(used_mu_);
     if (used_.size() < kMaxMeasuredQueues) used_.insert(queue);
