@@ -1,8 +1,9 @@
 // `MetricsSink`: what a `Sidecar` adds to GET /metrics (Prometheus text format) at each scrape.
 //
 // The server merges families across services: two services may report samples of the same
-// family, which is then written once with its HELP and TYPE lines. A sample whose family was
-// already reported with another type is dropped.
+// family, which is then written once with its HELP and TYPE lines. A sample is dropped when its
+// family was already reported with another type, or when a family or label name is not a
+// Prometheus name ([a-zA-Z_:][a-zA-Z0-9_:]*, no colon in label names, no label "le").
 #pragma once
 
 #include <cstdint>

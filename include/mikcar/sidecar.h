@@ -30,7 +30,8 @@ class Sidecar {
   // An OpenAPI 3.1 fragment describing Routes(), for /openapi.json: JSON text
   // {"paths": {PATTERN: {METHOD: OPERATION}}, "schemas": {NAME: SCHEMA}}, PATTERN exactly as in
   // Routes(), METHOD in lower case. The server adds operationId, tags, security, the path
-  // parameters and the error responses. Empty: the routes are listed without descriptions.
+  // parameters and the error responses. Empty: the routes are listed without descriptions. The
+  // text must live as long as the sidecar (it is read at the first request for /openapi.json).
   virtual std::string_view OpenApi() const { return {}; }
   // Adds this service's own samples to /metrics (the server already counts its requests).
   // Awaited at each scrape, on an I/O thread: it may ask its backend, but must not block.

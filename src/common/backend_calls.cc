@@ -10,6 +10,7 @@ int Reason(ErrorCode code) {
     case ErrorCode::kSqlUnavailable:
       return 0;
     case ErrorCode::kBackendTimeout:
+    case ErrorCode::kSqlTimeout:
       return 1;
     case ErrorCode::kBackend:
       return 2;
@@ -44,12 +45,15 @@ void BackendCalls::Operation::Record(std::chrono::steady_clock::duration took, c
 }
 
 void BackendCalls::Collect(MetricsSink& sink) const {
-  for (const auto& op : operations_) {
-    uint64_t count = op->latency.count.load();
-    if (count == 0) continue;
-    sink.Counter("mikcar_backend_calls_total", "Calls a service made on its backend.",
-                 {{"service", service_}, {"backend", backend_}, {"operation", op->name}},
-                 static_cast<double>(count));
+  // One reading per operation, so the counter and the histogram agree.
+  std::vector<LatencyHistogram::Snapshot> latency;
+  for (const auto& op : operations_) latency.push_back(op->latency.Read());
+  for (size_t k = 0; k < operations_.size(); ++k) {
+    if (latency[k].count == 0) continue;
+    sink.Counter(
+        "mikcar_backend_calls_total", "Calls a service made on its backend.",
+        {{"service", service_}, {"backend", backend_}, {"operation", operations_[k]->name}},
+        static_cast<double>(latency[k].count));
   }
   for (const auto& op : operations_) {
     for (size_t i = 0; i < kReasons.size(); ++i) {
@@ -64,14 +68,13 @@ void BackendCalls::Collect(MetricsSink& sink) const {
                    static_cast<double>(n));
     }
   }
-  for (const auto& op : operations_) {
-    uint64_t count = op->latency.count.load();
-    if (count == 0) continue;
-    auto cumulative = op->latency.Cumulative();
-    sink.Histogram("mikcar_backend_call_duration_seconds",
-                   "How long backend calls took (a long-poll's wait included).",
-                   {{"service", service_}, {"backend", backend_}, {"operation", op->name}},
-                   LatencyHistogram::kBounds, cumulative, count, op->latency.Sum());
+  for (size_t k = 0; k < operations_.size(); ++k) {
+    if (latency[k].count == 0) continue;
+    sink.Histogram(
+        "mikcar_backend_call_duration_seconds",
+        "How long backend calls took (a long-poll's wait and a streamed upload included).",
+        {{"service", service_}, {"backend", backend_}, {"operation", operations_[k]->name}},
+        LatencyHistogram::kBounds, latency[k].cumulative, latency[k].count, latency[k].sum);
   }
 }
 

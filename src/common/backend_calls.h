@@ -1,9 +1,9 @@
 // The calls a service makes on its backend, for /metrics: how many, how long, and how many
 // failed in the backend, by reason: "unavailable" (UNAVAILABLE, or SQL's database unreachable),
-// "timeout" (BACKEND_TIMEOUT), "backend_error" (BACKEND_ERROR) or "internal" (INTERNAL). A
-// missing key, a failed precondition or a bad SQL statement is an answer, not a failure. Operations
-// are named once, at construction; timing a call is two clock reads and a few relaxed atomic adds.
-// Thread-safe.
+// "timeout" (BACKEND_TIMEOUT, or an SQL statement timeout), "backend_error" (BACKEND_ERROR) or
+// "internal" (INTERNAL). A missing key, a failed precondition or a bad SQL statement is an
+// answer, not a failure. Operations are named once, at construction; timing a call is two clock
+// reads and a few relaxed atomic adds. Thread-safe.
 //
 //   BackendCalls calls_{"kv", backend_->name(), {"get", "set"}};
 //   auto entry = co_await calls_.Time("get", backend_->Get(key));

@@ -57,13 +57,47 @@ double UnixSeconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
+// A metric or label name: [a-zA-Z_:][a-zA-Z0-9_:]* (no colon in a label name).
+bool ValidName(std::string_view name, bool label) {
+  if (name.empty()) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+              (c == ':' && !label) || (i > 0 && c >= '0' && c <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool ValidLabels(MetricsSink::Labels labels) {
+  for (const auto& [key, value] : labels) {
+    if (!ValidName(key, true) || key == "le") return false;
+  }
+  return true;
+}
+
+// HELP text: a backslash and a newline escaped.
+std::string Help(std::string_view help) {
+  std::string out;
+  for (char c : help) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
 // A sample value: integers without a fraction, others in the shortest exact form.
 void AppendNumber(std::string& out, double value) {
   if (std::isnan(value)) return out.append("NaN"), void();
   if (std::isinf(value)) return out.append(value > 0 ? "+Inf" : "-Inf"), void();
   char digits[32];
   std::to_chars_result r;
-  if (value == static_cast<double>(static_cast<int64_t>(value)) && std::abs(value) < 9e15) {
+  if (std::abs(value) < 9e15 && value == static_cast<double>(static_cast<int64_t>(value))) {
     r = std::to_chars(digits, digits + sizeof digits, static_cast<int64_t>(value));
   } else {
     r = std::to_chars(digits, digits + sizeof digits, value);
@@ -139,12 +173,11 @@ void Metrics::Collect(FamilySink& sink) const {
       }
     }
     for (const auto& r : routes_) {
-      uint64_t count = r.latency.count.load();
-      if (count == 0) continue;
-      auto cumulative = r.latency.Cumulative();
+      LatencyHistogram::Snapshot latency = r.latency.Read();
+      if (latency.count == 0) continue;
       sink.Histogram(kLatency, kLatencyHelp,
                      {{"service", r.service}, {"route", r.route}, {"method", r.method}},
-                     LatencyHistogram::kBounds, cumulative, count, r.latency.Sum());
+                     LatencyHistogram::kBounds, latency.cumulative, latency.count, latency.sum);
     }
   }
   sink.Gauge("mikcar_http_requests_in_flight", "Requests being handled now.", {},
@@ -165,27 +198,29 @@ void Metrics::Collect(FamilySink& sink) const {
 
 FamilySink::Family* FamilySink::Get(std::string_view name, std::string_view type,
                                     std::string_view help) {
+  if (!ValidName(name, false)) return nullptr;
   for (Family& f : families_) {
     if (f.name == name) return f.type == type ? &f : nullptr;
   }
-  return &families_.emplace_back(
-      Family{std::string(name), std::string(type), std::string(help), {}});
+  return &families_.emplace_back(Family{std::string(name), std::string(type), Help(help), {}});
 }
 
 void FamilySink::Counter(std::string_view family, std::string_view help, Labels labels,
                          double value) {
+  if (!ValidLabels(labels)) return;
   if (Family* f = Get(family, "counter", help)) AppendSample(f->samples, family, labels, "", value);
 }
 
 void FamilySink::Gauge(std::string_view family, std::string_view help, Labels labels,
                        double value) {
+  if (!ValidLabels(labels)) return;
   if (Family* f = Get(family, "gauge", help)) AppendSample(f->samples, family, labels, "", value);
 }
 
 void FamilySink::Histogram(std::string_view family, std::string_view help, Labels labels,
                            std::span<const double> bounds, std::span<const uint64_t> cumulative,
                            uint64_t count, double sum) {
-  Family* f = Get(family, "histogram", help);
+  Family* f = ValidLabels(labels) ? Get(family, "histogram", help) : nullptr;
   if (!f) return;
   const std::string name(family);
   for (size_t i = 0; i < bounds.size() && i < cumulative.size(); ++i) {

@@ -1,5 +1,6 @@
 #include "http/openapi.h"
 
+#include <algorithm>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -18,23 +19,25 @@ std::string Lower(std::string_view s) {
   return out;
 }
 
-// "/object/{*path}" → "/object/{path}", appending the parameter names to `names` in order.
+// "/object/{*path}" → "/object/{path}", appending the parameter names to `names` in order. As
+// in the router, a parameter is a whole segment "{name}" or "{*name}"; other braces are text.
 std::string DocumentPath(std::string_view pattern, std::vector<std::string>& names) {
   std::string out;
-  size_t i = 0;
-  while (i < pattern.size()) {
-    if (pattern[i] != '{') {
-      out += pattern[i++];
-      continue;
+  size_t start = 0;
+  while (start < pattern.size()) {
+    size_t slash = pattern.find('/', start + 1);
+    std::string_view segment = pattern.substr(start, slash - start);  // with its leading '/'
+    std::string_view inner = segment.substr(std::min<size_t>(1, segment.size()));
+    if (inner.size() >= 3 && inner.front() == '{' && inner.back() == '}') {
+      std::string_view name = inner.substr(1, inner.size() - 2);
+      if (name.front() == '*') name.remove_prefix(1);
+      names.emplace_back(name);
+      out.append("/{").append(name).append("}");
+    } else {
+      out.append(segment);
     }
-    size_t end = pattern.find('}', i);
-    std::string_view name = pattern.substr(i + 1, end - i - 1);
-    if (!name.empty() && name.front() == '*') name.remove_prefix(1);
-    names.emplace_back(name);
-    out += '{';
-    out += name;
-    out += '}';
-    i = end + 1;
+    if (slash == std::string_view::npos) break;
+    start = slash;
   }
   return out;
 }
@@ -121,7 +124,8 @@ Result<json::array> Parameters(const OpenApiGroup& group, const json::object& op
   return out;
 }
 
-Result<void> AddGroup(const OpenApiGroup& group, json::object& paths, json::object& schemas) {
+Result<void> AddGroup(const OpenApiGroup& group, bool token, json::object& paths,
+                      json::object& schemas) {
   json::object fragment_paths;
   if (!group.fragment.empty()) {
     boost::system::error_code ec;
@@ -156,7 +160,7 @@ Result<void> AddGroup(const OpenApiGroup& group, json::object& paths, json::obje
     if (!parameters) return Fail(parameters.error());
     op["operationId"] = OperationId(method, path);
     op["tags"] = json::array{json::value(group.tag)};
-    if (json::value security = Security(route.access); !security.is_null()) {
+    if (json::value security = Security(route.access); token && !security.is_null()) {
       op["security"] = std::move(security);
     }
     if (parameters->empty()) {
@@ -175,7 +179,7 @@ Result<void> AddGroup(const OpenApiGroup& group, json::object& paths, json::obje
         (*o)["content"] = EnvelopeContent();
       }
     }
-    if (route.access == Access::kToken && !responses.contains("401")) {
+    if (token && route.access == Access::kToken && !responses.contains("401")) {
       json::object unauthorized =
           ErrorResponse("The bearer token is missing or wrong (code UNAUTHORIZED)");
       unauthorized["headers"] = {
@@ -195,7 +199,7 @@ Result<void> AddGroup(const OpenApiGroup& group, json::object& paths, json::obje
 
 }  // namespace
 
-Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups,
+Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups, bool token,
                                  std::string_view version) {
   json::object schemas{
       {"Error",
@@ -210,7 +214,17 @@ Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups,
           {"status", {{"type", "integer"}, {"description", "The HTTP status, repeated"}}}}}}}};
   json::object paths;
   for (const OpenApiGroup& group : groups) {
-    if (auto r = AddGroup(group, paths, schemas); !r) return Fail(r.error());
+    if (auto r = AddGroup(group, token, paths, schemas); !r) return Fail(r.error());
+  }
+  json::object components{{"schemas", std::move(schemas)}};
+  json::array security;
+  if (token) {
+    components["securitySchemes"] = {
+        {"bearer",
+         {{"type", "http"},
+          {"scheme", "bearer"},
+          {"description", "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN"}}}};
+    security.push_back(json::object{{"bearer", json::array{}}});
   }
   json::object doc{
       {"openapi", "3.1.0"},
@@ -218,17 +232,11 @@ Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups,
        {{"title", "mikcar"},
         {"version", version},
         {"description",
-         "Object storage, key-value, SQL and queues over plain HTTP for WebAssembly request "
-         "handlers. Every error is the JSON envelope `Error`."}}},
-      {"security", json::array{json::object{{"bearer", json::array{}}}}},
+         "The services this mikcar mounts, over plain HTTP. Every error is the JSON envelope "
+         "`Error`."}}},
+      {"security", std::move(security)},
       {"paths", std::move(paths)},
-      {"components",
-       {{"securitySchemes",
-         {{"bearer",
-           {{"type", "http"},
-            {"scheme", "bearer"},
-            {"description", "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN"}}}}},
-        {"schemas", std::move(schemas)}}}};
+      {"components", std::move(components)}};
   return json::serialize(doc);
 }
 

@@ -1,5 +1,5 @@
-// The OpenAPI 3.1 document served at /openapi.json, built once at start-up from the route table
-// and the fragments that describe it.
+// The OpenAPI 3.1 document served at /openapi.json, built from the route table and the fragments
+// that describe it (the server renders it on the first request).
 //
 // A fragment is JSON text: {"paths": {PATTERN: {METHOD: OPERATION}}, "schemas": {NAME: SCHEMA}},
 // where PATTERN is a route pattern exactly as registered (relative to the mount prefix, `{*rest}`
@@ -15,6 +15,10 @@
 
 #include "mikcar/error.h"
 #include "mikcar/http.h"
+
+namespace mikcar::embedded {
+extern const std::string_view kServerOpenApi;  // src/http/openapi.json (cmake/embed.cmake)
+}  // namespace mikcar::embedded
 
 namespace mikcar::http {
 
@@ -33,7 +37,9 @@ struct OpenApiGroup {
 };
 
 // The document, or INTERNAL when a fragment is not valid JSON of the shape above or two
-// fragments define the same schema name.
-Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups, std::string_view version);
+// fragments define the same schema name. Without a `token` the server takes none: the
+// document then asks for none and lists no 401.
+Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups, bool token,
+                                 std::string_view version);
 
 }  // namespace mikcar::http

@@ -37,7 +37,6 @@
 #include <thread>
 
 #include "common/cores.h"
-#include "common/embedded.h"
 #include "common/json.h"
 #include "common/text.h"
 #include "http/auth.h"
@@ -313,7 +312,9 @@ Result<void> Server::Impl::AddRoutes() {
     co_return Response::Bytes(sink.Render(), "text/plain; version=0.0.4; charset=utf-8");
   };
   auto openapi_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
-    std::call_once(openapi_once, [this] { openapi = BuildOpenApi(documented, MIKCAR_VERSION); });
+    std::call_once(openapi_once, [this] {
+      openapi = BuildOpenApi(documented, !options.auth_token.empty(), MIKCAR_VERSION);
+    });
     if (!openapi) co_return Fail(openapi.error());
     co_return Response::Json(*openapi);
   };

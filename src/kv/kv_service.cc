@@ -13,7 +13,6 @@
 
 #include "common/backend_calls.h"
 #include "common/base64.h"
-#include "common/embedded.h"
 #include "common/json.h"
 #include "common/text.h"
 #include "common/units.h"
@@ -21,6 +20,10 @@
 #include "kv/kv_rules.h"
 #include "kv/register.h"
 #include "mikcar/kv/kv.h"
+
+namespace mikcar::embedded {
+extern const std::string_view kKvOpenApi;  // src/kv/openapi.json (cmake/embed.cmake)
+}  // namespace mikcar::embedded
 
 namespace mikcar {
 namespace {
@@ -303,10 +306,8 @@ class KvSidecar final : public Sidecar {
       }
       options.only_if_absent = true;
     }
-    bool any = false;
-    auto if_match = IfMatch(request, any);
-    if (!if_match) co_return Fail(if_match.error());
-    if (options.only_if_absent && (options.only_if_present || any || *if_match)) {
+    bool if_match_given = !TrimBlanks(request.header("if-match")).empty();
+    if (options.only_if_absent && (options.only_if_present || if_match_given)) {
       co_return Fail(ErrorCode::kBadRequest,
                      "nx (or If-None-Match: *) excludes xx and If-Match: a key cannot be absent "
                      "and present; expected at most one of them");
@@ -315,6 +316,9 @@ class KvSidecar final : public Sidecar {
       co_return Fail(ErrorCode::kBadRequest,
                      "keepttl and ttl exclude each other; expected at most one");
     }
+    bool any = false;
+    auto if_match = IfMatch(request, any);
+    if (!if_match) co_return Fail(if_match.error());
     options.if_version = *if_match;
     if (any) options.only_if_present = true;
     options.content_type = std::string(request.header("content-type"));

@@ -12,11 +12,14 @@
 
 #include "common/backend_calls.h"
 #include "common/clock.h"
-#include "common/embedded.h"
 #include "common/json.h"
 #include "common/units.h"
 #include "mikcar/queue/queue.h"
 #include "queue/register.h"
+
+namespace mikcar::embedded {
+extern const std::string_view kQueueOpenApi;  // src/queue/openapi.json (cmake/embed.cmake)
+}  // namespace mikcar::embedded
 
 namespace mikcar {
 namespace {
@@ -37,7 +40,8 @@ constexpr auto kMaxDelay = std::chrono::hours(24 * 30);
 constexpr auto kMaxVisibility = std::chrono::hours(12);
 constexpr auto kMaxTimeout = std::chrono::hours(1);
 constexpr auto kGather = std::chrono::milliseconds(20);
-constexpr size_t kMaxMeasuredQueues = 256;  // queues whose depth /metrics reports
+constexpr size_t kMaxMeasuredQueues = 256;              // queues whose depth /metrics reports
+constexpr auto kDepthBudget = std::chrono::seconds(1);  // a scrape's time for asking depths
 // A long-poll answers this long before the request deadline, so the response always goes out.
 constexpr auto kDeadlineMargin = std::chrono::milliseconds(250);
 // A message taken without a lease is handed out only if the backend has it by then.
@@ -97,8 +101,8 @@ class QueueSidecar final : public Sidecar {
   std::string name() const override { return "queue"; }
   std::string backend_name() const override { return backend_->name(); }
   std::string_view OpenApi() const override { return embedded::kQueueOpenApi; }
-  // The backend's calls, and the depth of every queue this process has pushed to, popped from
-  // or measured (a dead-letter queue once it has been popped or measured).
+  // The backend's calls, and the depth of every queue this process has pushed to or measured
+  // (a dead-letter queue once measured), asked for one after another for at most a second.
   boost::asio::awaitable<void> Collect(MetricsSink& sink) override {
     calls_.Collect(sink);
     std::vector<std::string> names;
@@ -106,13 +110,15 @@ class QueueSidecar final : public Sidecar {
       std::lock_guard lock(used_mu_);
       names.assign(used_.begin(), used_.end());
     }
+    const auto budget_end = Clock::now() + kDepthBudget;
     for (const std::string& queue : names) {
+      if (Clock::now() > budget_end) break;
       auto len = co_await backend_->Len(queue);
       if (!len) continue;  // unreachable: the requests' own calls count the failure
       for (auto [state, n] :
            {std::pair{"ready", len->ready}, {"leased", len->leased}, {"delayed", len->delayed}}) {
         sink.Gauge("mikcar_queue_messages",
-                   "Messages of each queue this process has used, by state.",
+                   "Messages of each queue this process has pushed to or measured, by state.",
                    {{"queue", queue}, {"state", state}}, static_cast<double>(n));
       }
     }
@@ -225,7 +231,6 @@ class QueueSidecar final : public Sidecar {
     if (!receive) co_return Fail(receive.error());
     auto messages = co_await calls_.Time("pop", backend_->Pop(*queue, *receive));
     if (!messages) co_return Fail(messages.error());
-    Use(*queue);
     std::string message = messages->empty() ? "null" : MessageJson(messages->front());
     co_return Response::Json("{\"message\":" + message + ",\"queue\":" + JsonQuote(*queue) + "}");
   }
@@ -306,7 +311,8 @@ class QueueSidecar final : public Sidecar {
                              ",\"delayed\":" + std::to_string(len->delayed) + "}");
   }
 
-  // Remembers a queue the backend answered for, for /metrics (the first kMaxMeasuredQueues).
+  // Remembers a queue the backend took a push or a len for, for /metrics (the first
+  // kMaxMeasuredQueues: a pop of a name that was never pushed to adds nothing).
   void Use(const std::string& queue) {
     std::lock_guard lock(used_mu_);
     if (used_.size() < kMaxMeasuredQueues) used_.insert(queue);

@@ -8,12 +8,15 @@
 #include <cctype>
 
 #include "common/backend_calls.h"
-#include "common/embedded.h"
 #include "common/json.h"
 #include "common/units.h"
 #include "mikcar/sql/sql.h"
 #include "sql/register.h"
 #include "sql/statement_json.h"
+
+namespace mikcar::embedded {
+extern const std::string_view kSqlOpenApi;  // src/sql/openapi.json (cmake/embed.cmake)
+}  // namespace mikcar::embedded
 
 namespace mikcar {
 namespace {

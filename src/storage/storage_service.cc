@@ -8,12 +8,15 @@
 #include "common/backend_calls.h"
 #include "common/base64.h"
 #include "common/clock.h"
-#include "common/embedded.h"
 #include "common/json.h"
 #include "mikcar/storage/storage.h"
 #include "storage/object_rules.h"
 #include "storage/presign.h"
 #include "storage/register.h"
+
+namespace mikcar::embedded {
+extern const std::string_view kStorageOpenApi;  // src/storage/openapi.json (cmake/embed.cmake)
+}  // namespace mikcar::embedded
 
 namespace mikcar {
 namespace {

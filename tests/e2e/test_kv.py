@@ -351,6 +351,7 @@ def test_nx_and_xx(kv):
     ({"params": {"nx": 1}}, {"params": {"xx": 1}}),
     ({"params": {"nx": 1}}, {"headers": {"If-Match": "*"}}),
     ({"params": {"nx": 1}}, {"headers": {"If-Match": '"1"'}}),
+    ({"params": {"nx": 1}}, {"headers": {"If-Match": 'W/"1"'}}),
     ({"headers": {"If-None-Match": "*"}}, {"params": {"xx": 1}}),
     ({"headers": {"If-None-Match": "*"}}, {"headers": {"If-Match": "*"}}),
 ])

@@ -136,6 +136,14 @@ def test_metrics_public_is_reflected(start_mikcar):
     assert "/storage/list" not in doc["paths"]  # only what is mounted
 
 
+def test_without_a_token_nothing_asks_for_one(start_mikcar):
+    m = start_mikcar(["--kv", "--no-auth"], token=None)
+    doc = requests.get(m.url("/openapi.json")).json()
+    assert doc["security"] == [] and "securitySchemes" not in doc["components"]
+    get = doc["paths"]["/kv/get/{key}"]["get"]
+    assert "401" not in get["responses"] and "security" not in get
+
+
 def test_gzip_when_accepted(everything):
     plain = requests.get(everything.url("/openapi.json"), headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers

@@ -689,6 +689,7 @@ def test_metrics_report_the_depth_of_used_queues_and_backend_calls(queue):
     assert pop(queue, q, visibility="30s", timeout=0)["payload"] == {"n": 0}
     publish = queue.post(f"/queue/publish/{other}", json={"x": 1})  # a topic: not measured
     assert publish.status_code == 200, publish.text
+    assert pop(queue, name("typo"), timeout=0) is None  # a pop alone measures nothing
 
     def depths():
         found = {}
@@ -702,4 +703,4 @@ def test_metrics_report_the_depth_of_used_queues_and_backend_calls(queue):
     assert eventually(lambda: depths() == want), depths()
     calls = {dict(labels)["operation"]: value for (sample, labels), value in metrics(queue).items()
              if sample == "mikcar_backend_calls_total"}
-    assert calls == {"push": 4, "pop": 1, "publish": 1}, calls
+    assert calls == {"push": 4, "pop": 2, "publish": 1}, calls

@@ -509,6 +509,10 @@ def test_statement_timeout(db):
     # a long statement_timeout still allows fast queries
     r = db.post("/sql/query?statement_timeout=5s", json={"sql": "SELECT 6 AS x"})
     assert r.status_code == 200 and r.json()["rows"] == [{"x": 6}], r.text
+    # /metrics counts the three timeouts as the backend's
+    timeouts = {dict(labels)["operation"]: value for (name, labels), value in metrics(db).items()
+                if name == "mikcar_backend_errors_total" and dict(labels)["reason"] == "timeout"}
+    assert timeouts == {"run": 2, "statement": 1}, timeouts
 
 
 def test_postgres_url_statement_timeout_is_the_default(start_mikcar, tmp_path):

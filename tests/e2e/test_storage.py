@@ -1382,3 +1382,24 @@ def test_presign_signature_cannot_be_moved_to_another_path_and_expiry(st):
     forged = dict(params, **{"X-Mikcar-Expires": "9999999999\n" + params["X-Mikcar-Expires"]})
     r = send(st, "GET", obj("a", forged), session=requests.Session())
     assert_envelope(r, 403, "FORBIDDEN")
+
+
+def test_metrics_count_backend_calls(st):
+    """Each storage call on the backend counts under its operation; a missing object is an
+    answer, not a failure."""
+    from conftest import metrics
+    assert send(st, "PUT", obj("m/a.txt"), data=b"hello").status_code == 201
+    assert send(st, "GET", obj("m/a.txt")).content == b"hello"
+    assert send(st, "GET", obj("m/missing")).status_code == 404
+    assert send(st, "DELETE", obj("m/a.txt")).status_code == 200
+    calls, errors = {}, 0
+    for (name, labels), value in metrics(st).items():
+        labels = dict(labels)
+        if labels.get("service") != "storage":
+            continue
+        if name == "mikcar_backend_calls_total":
+            assert labels["backend"] == ("memory" if st.backend == "memory" else "file")
+            calls[labels["operation"]] = value
+        errors += value if name == "mikcar_backend_errors_total" else 0
+    assert calls["put"] == 1 and calls["get"] == 2 and calls["delete"] == 1, calls
+    assert errors == 0

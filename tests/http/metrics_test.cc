@@ -31,16 +31,31 @@ TEST(FamilySink, ASampleOfAnotherTypeIsDropped) {
   EXPECT_EQ(sink.Render(), "# HELP x X.\n# TYPE x counter\nx 1\n");
 }
 
+TEST(FamilySink, BadNamesAreDroppedAndHelpIsEscaped) {
+  FamilySink sink;
+  sink.Counter("bad name", "X.", {}, 1);
+  sink.Counter("9lives", "X.", {}, 1);
+  sink.Counter("ok", "ignored", {{"bad-label", "v"}}, 1);
+  sink.Counter("ok", "ignored", {{"le", "1"}}, 2);
+  sink.Counter("ok", "Line one\nand a \\ backslash.", {{"good_label", "v"}}, 3);
+  EXPECT_EQ(sink.Render(),
+            "# HELP ok Line one\\nand a \\\\ backslash.\n"
+            "# TYPE ok counter\n"
+            "ok{good_label=\"v\"} 3\n");
+}
+
 TEST(FamilySink, LabelValuesAreEscapedAndNumbersExact) {
   FamilySink sink;
   sink.Gauge("g", "G.", {{"path", "a\"b\\c\nd"}}, 0.25);
   sink.Gauge("g", "G.", {{"path", "big"}}, 1796623140.5);
+  sink.Gauge("g", "G.", {{"path", "huge"}}, 1e19);  // beyond int64: no undefined cast
   sink.Gauge("g", "G.", {{"path", "nan"}}, std::nan(""));
   sink.Gauge("g", "G.", {{"path", "inf"}}, std::numeric_limits<double>::infinity());
   EXPECT_EQ(sink.Render(),
             "# HELP g G.\n# TYPE g gauge\n"
             "g{path=\"a\\\"b\\\\c\\nd\"} 0.25\n"
             "g{path=\"big\"} 1796623140.5\n"
+            "g{path=\"huge\"} 1e+19\n"
             "g{path=\"nan\"} NaN\n"
             "g{path=\"inf\"} +Inf\n");
 }

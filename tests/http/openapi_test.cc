@@ -32,13 +32,13 @@ constexpr std::string_view kFragment = R"json({
 })json";
 
 json::object Build(std::vector<OpenApiGroup> groups) {
-  auto doc = BuildOpenApi(groups, "1.2.3");
+  auto doc = BuildOpenApi(groups, true, "1.2.3");
   EXPECT_TRUE(doc) << doc.error().message;
   return doc ? json::parse(*doc).as_object() : json::object{};
 }
 
 std::string Error(std::vector<OpenApiGroup> groups) {
-  auto doc = BuildOpenApi(groups, "1");
+  auto doc = BuildOpenApi(groups, true, "1");
   EXPECT_FALSE(doc);
   return doc ? "" : doc.error().message;
 }
@@ -96,6 +96,38 @@ TEST(OpenApi, OptionalAccessAllowsAnonymousCallsAndAddsNo401) {
   const json::object& op = At(doc, {"paths", "/object/{path}", "get"}).as_object();
   EXPECT_EQ(json::serialize(op.at("security")), R"([{},{"bearer":[]}])");
   EXPECT_FALSE(op.at("responses").as_object().contains("401"));
+}
+
+TEST(OpenApi, OnlyWholeSegmentsAreParametersAsInTheRouter) {
+  auto doc = Build({{"x",
+                     "/x",
+                     "",
+                     {{"GET", "/file.{ext}", Access::kToken},
+                      {"GET", "/a{b", Access::kToken},
+                      {"GET", "/", Access::kToken},
+                      {"GET", "/t/{id}/", Access::kToken}}}});
+  const json::object& paths = At(doc, {"paths"}).as_object();
+  EXPECT_FALSE(At(paths, {"/x/file.{ext}", "get"}).as_object().contains("parameters"));
+  EXPECT_TRUE(paths.contains("/x/a{b"));
+  EXPECT_TRUE(paths.contains("/x/"));
+  EXPECT_EQ(At(paths, {"/x/t/{id}/", "get", "parameters"}).as_array().size(), 1u);
+}
+
+TEST(OpenApi, WithoutATokenNothingAsksForOne) {
+  auto built = BuildOpenApi(
+      {{"kv",
+        "/kv",
+        kFragment,
+        {{"GET", "/get/{key}", Access::kToken}, {"GET", "/o/{*p}", Access::kOptional}}}},
+      false, "1");
+  ASSERT_TRUE(built);
+  json::object doc = json::parse(*built).as_object();
+  EXPECT_EQ(json::serialize(doc.at("security")), "[]");
+  EXPECT_FALSE(doc.at("components").as_object().contains("securitySchemes"));
+  const json::object& get = At(doc, {"paths", "/kv/get/{key}", "get"}).as_object();
+  EXPECT_FALSE(get.contains("security"));
+  EXPECT_FALSE(get.at("responses").as_object().contains("401"));
+  EXPECT_FALSE(At(doc, {"paths", "/kv/o/{p}", "get"}).as_object().contains("security"));
 }
 
 TEST(OpenApi, MountedAtTheRootWithoutPrefix) {
