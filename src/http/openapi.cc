@@ -179,6 +179,7 @@ Result<void> AddGroup(const OpenApiGroup& group, bool token, json::object& paths
         (*o)["content"] = EnvelopeContent();
       }
     }
+    if (!token) responses.erase("401");  // nothing asks for a token
     if (token && route.access == Access::kToken && !responses.contains("401")) {
       json::object unauthorized =
           ErrorResponse("The bearer token is missing or wrong (code UNAUTHORIZED)");
