@@ -704,3 +704,14 @@ def test_metrics_report_the_depth_of_used_queues_and_backend_calls(queue):
     calls = {dict(labels)["operation"]: value for (sample, labels), value in metrics(queue).items()
              if sample == "mikcar_backend_calls_total"}
     assert calls == {"push": 4, "pop": 2, "publish": 1}, calls
+
+
+def test_metrics_measure_at_most_256_queues(start_mikcar, tmp_path):
+    from conftest import metrics
+    m = start_mikcar(["--queue"], env={"QUEUE_URL": "memory://"}, data_dir=str(tmp_path))
+    names = [name("cap") for _ in range(300)]
+    for q in names:
+        push(m, q, {"n": 1})
+    measured = {dict(labels)["queue"] for (sample, labels), _ in metrics(m).items()
+                if sample == "mikcar_queue_messages"}
+    assert len(measured) == 256 and measured <= set(names)
