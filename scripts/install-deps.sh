@@ -5,7 +5,7 @@ set -euo pipefail
 what=${1:-build}
 build=(g++ cmake ninja-build ccache pkg-config git
        libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-       libspdlog-dev libcli11-dev libexpected-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev
+       libspdlog-dev libcli11-dev libtomlplusplus-dev libexpected-dev libssl-dev zlib1g-dev liblmdb-dev libhiredis-dev
        libsqlite3-dev libpq-dev libjavascriptcoregtk-4.1-dev librabbitmq-dev)
 test=(libgtest-dev libgmock-dev python3-pytest python3-requests python3-prometheus-client redis-server redis-tools openssl
       postgresql postgresql-client rabbitmq-server)

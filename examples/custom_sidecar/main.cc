@@ -5,6 +5,9 @@
 //   curl -H 'Authorization: Bearer demo' localhost:3002/hello/greet/world
 //   curl localhost:3002/openapi.json     # both routes, /greet described by OpenApi() below
 //   curl -H 'Authorization: Bearer demo' localhost:3002/metrics   # hello_counts_total too
+//   curl -H 'Authorization: Bearer guest' localhost:3002/hello/greet/guest-1   # a scoped token:
+//   curl -H 'Authorization: Bearer guest' localhost:3002/hello/greet/root      # 403, not guest-*
+//   curl -H 'Authorization: Bearer guest' -X POST localhost:3002/hello/count   # 403, read-only
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -20,16 +23,10 @@ class HelloSidecar final : public mikcar::Sidecar {
   std::string name() const override { return "hello"; }
 
   std::vector<mikcar::Route> Routes() override {
+    // A read-only token may call only routes marked ReadOnly; a scoped token only with names
+    // its prefixes allow (Request::Permit).
     return {
-        {"GET", "/greet/{name}",
-         [](mikcar::Request& request) -> boost::asio::awaitable<mikcar::Result<mikcar::Response>> {
-           std::string name(request.param("name"));
-           if (name.size() > 64) {
-             co_return mikcar::Fail(mikcar::ErrorCode::kBadRequest,
-                                    "name: expected at most 64 bytes");
-           }
-           co_return mikcar::Response::Bytes("hello, " + name + "\n", "text/plain; charset=utf-8");
-         }},
+        mikcar::ReadOnly({"GET", "/greet/{name}", mikcar::BindHandler(this, &HelloSidecar::Greet)}),
         {"POST", "/count", mikcar::BindHandler(this, &HelloSidecar::Count)},
     };
   }
@@ -51,6 +48,15 @@ class HelloSidecar final : public mikcar::Sidecar {
   }
 
  private:
+  boost::asio::awaitable<mikcar::Result<mikcar::Response>> Greet(mikcar::Request& request) {
+    std::string name(request.param("name"));
+    if (name.size() > 64) {
+      co_return mikcar::Fail(mikcar::ErrorCode::kBadRequest, "name: expected at most 64 bytes");
+    }
+    if (auto ok = request.Permit(name); !ok) co_return mikcar::Fail(ok.error());
+    co_return mikcar::Response::Bytes("hello, " + name + "\n", "text/plain; charset=utf-8");
+  }
+
   boost::asio::awaitable<mikcar::Result<mikcar::Response>> Count(mikcar::Request&) {
     co_return mikcar::Response::Json("{\"count\":" + std::to_string(++count_) + "}");
   }
@@ -65,6 +71,7 @@ int main(int argc, char** argv) {
   auto server = mikcar::SidecarBuilder{}
                     .port(static_cast<uint16_t>(port))
                     .auth_token("demo")
+                    .tokens({{"guest", "", {"guest", {"hello"}, {"guest-"}, /*read_only=*/true}}})
                     .add(std::make_unique<HelloSidecar>())
                     .start();
   if (!server) {

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,12 +26,21 @@ namespace http {
 class Server;
 }
 
+// A token limited to a scope (SPEC §2.4). Give the token itself, or the lowercase hex SHA-256 of
+// it so that the configuration need not hold the secret.
+struct ScopedToken {
+  std::string token;
+  std::string token_sha256;
+  TokenScope scope;
+};
+
 struct ServerOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 3001;                       // 0 = pick a free port
   bool tcp = true;                            // listen on TCP (off with --no-tcp)
   std::string unix_socket;                    // also listen here when not empty (mode 0660)
-  std::string auth_token;                     // empty = no token
+  std::string auth_token;                     // the full-access token; empty = none
+  std::vector<ScopedToken> tokens;            // scoped tokens, besides auth_token
   bool no_auth = false;                       // allow a non-loopback bind without a token
   uint64_t max_body = 10ull << 20;            // JSON/KV body limit in bytes
   std::chrono::milliseconds timeout{30'000};  // per-request deadline
@@ -53,8 +63,13 @@ class SidecarHandle {
 
   // The bound TCP port (useful with port 0); 0 when only a Unix socket is used.
   uint16_t port() const;
-  // Blocks until SIGINT or SIGTERM, then stops gracefully.
-  void wait();
+  // Blocks until SIGINT or SIGTERM, then stops gracefully. SIGHUP calls `on_hangup` (e.g. to
+  // reload tokens with set_tokens) and goes on serving.
+  void wait(std::function<void()> on_hangup = {});
+  // Replaces every token at once; requests already authorised keep their scope. BAD_REQUEST,
+  // and the tokens in use stay, when a token is malformed or names a service not mounted, or
+  // when the change would turn authentication on or off (that needs a restart).
+  Result<void> set_tokens(std::string auth_token, std::vector<ScopedToken> tokens);
   // Graceful stop: stop accepting, let in-flight requests finish, close backends. Idempotent.
   void stop();
 
@@ -81,6 +96,10 @@ class SidecarBuilder {
   }
   SidecarBuilder& auth_token(std::string token) {
     options_.auth_token = std::move(token);
+    return *this;
+  }
+  SidecarBuilder& tokens(std::vector<ScopedToken> scoped) {
+    options_.tokens = std::move(scoped);
     return *this;
   }
   SidecarBuilder& no_auth(bool on = true) {

@@ -43,6 +43,16 @@ class BodyStream {
   virtual std::optional<FileRegion> file_region() const { return std::nullopt; }
 };
 
+// What a scoped token may do (SPEC §2.4): which services it may call, which names it may touch,
+// and whether it may change anything.
+struct TokenScope {
+  std::string name;                   // names the token in errors and logs (never the token)
+  std::vector<std::string> services;  // mount names, e.g. "kv"; "metrics" for GET /metrics
+  std::vector<std::string> prefixes;  // every key, object path, queue or topic starts with one
+                                      // of these; empty: any name
+  bool read_only = false;             // only routes marked read_only; SQL runs read-only
+};
+
 class Request {
  public:
   std::string method;  // "GET", "POST", …
@@ -55,6 +65,9 @@ class Request {
   std::string trace_id;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   bool authenticated = false;  // a valid token was presented (or auth is off)
+  // The scope of the token that authorised the request; null when that token has full access,
+  // auth is off, or a presigned URL authorised the request.
+  const TokenScope* scope = nullptr;
 
   // Header value by case-insensitive name; empty if absent.
   std::string_view header(std::string_view name) const;
@@ -62,6 +75,13 @@ class Request {
   std::string_view param(std::string_view name) const;
   // Query parameter by name, percent-decoded ('+' is a space); nullopt if absent or malformed.
   std::optional<std::string> query_param(std::string_view name) const;
+  // FORBIDDEN unless the token may touch `name` (a key, an object path, a queue or a topic) and
+  // so every name starting with it (a listing prefix, a glob's literal prefix). Services call it
+  // for every name a request names, in the path or in the body.
+  Result<void> Permit(std::string_view name) const;
+  // The token may only read: routes not marked read_only are refused before the handler runs,
+  // and SQL runs in read-only transactions.
+  bool read_only() const { return scope != nullptr && scope->read_only; }
 };
 
 struct Response {
@@ -111,6 +131,15 @@ struct Route {
   // has an idle timeout instead, so a large upload may take as long as it keeps moving.
   bool streamed_body = false;
   uint64_t body_limit = 0;
+  // The route changes nothing (or, like SQL, enforces Request::read_only() itself): a read-only
+  // token may call it.
+  bool read_only = false;
 };
+
+// `route` marked read_only: {ReadOnly({"GET", "/get/{key}", handler}), …}.
+inline Route ReadOnly(Route route) {
+  route.read_only = true;
+  return route;
+}
 
 }  // namespace mikcar

@@ -36,4 +36,16 @@ std::optional<std::string> Request::query_param(std::string_view name) const {
   return std::nullopt;
 }
 
+Result<void> Request::Permit(std::string_view name) const {
+  if (scope == nullptr || scope->prefixes.empty()) return {};
+  std::string allowed;
+  for (const std::string& prefix : scope->prefixes) {
+    if (name.starts_with(prefix)) return {};
+    allowed += (allowed.empty() ? "'" : ", '") + prefix + "'";
+  }
+  return Fail(ErrorCode::kForbidden,
+              "token '" + scope->name + "' may only use names starting with " + allowed + "; got " +
+                  (name.empty() ? std::string("every name") : "'" + std::string(name) + "'"));
+}
+
 }  // namespace mikcar

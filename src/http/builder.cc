@@ -15,8 +15,13 @@ SidecarHandle::~SidecarHandle() { stop(); }
 
 uint16_t SidecarHandle::port() const { return server_ ? server_->port() : 0; }
 
-void SidecarHandle::wait() {
-  if (server_) server_->WaitForSignal();
+void SidecarHandle::wait(std::function<void()> on_hangup) {
+  if (server_) server_->WaitForSignal(std::move(on_hangup));
+}
+
+Result<void> SidecarHandle::set_tokens(std::string auth_token, std::vector<ScopedToken> tokens) {
+  if (!server_) return Fail(ErrorCode::kBadRequest, "the server has stopped");
+  return server_->SetTokens(std::move(auth_token), std::move(tokens));
 }
 
 void SidecarHandle::stop() {

@@ -187,6 +187,10 @@ Result<void> AddGroup(const OpenApiGroup& group, bool token, json::object& paths
           {"WWW-Authenticate", {{"schema", {{"type", "string"}}}, {"description", "Bearer"}}}};
       responses["401"] = std::move(unauthorized);
     }
+    if (token && route.access != Access::kPublic && !responses.contains("403")) {
+      responses["403"] = ErrorResponse(
+          "A scoped token outside its services, names or read-only limit (code FORBIDDEN)");
+    }
     if (!responses.contains("default")) {
       responses["default"] = ErrorResponse("Any other error, in the error envelope");
     }
@@ -220,11 +224,12 @@ Result<std::string> BuildOpenApi(const std::vector<OpenApiGroup>& groups, bool t
   json::object components{{"schemas", std::move(schemas)}};
   json::array security;
   if (token) {
-    components["securitySchemes"] = {
-        {"bearer",
-         {{"type", "http"},
-          {"scheme", "bearer"},
-          {"description", "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN"}}}};
+    components["securitySchemes"] = {{"bearer",
+                                      {{"type", "http"},
+                                       {"scheme", "bearer"},
+                                       {"description",
+                                        "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN, "
+                                        "or a scoped token of --config"}}}};
     security.push_back(json::object{{"bearer", json::array{}}});
   }
   json::object doc{

@@ -27,6 +27,7 @@ struct RouteEntry {
   Access access = Access::kToken;
   bool streamed_body = false;  // see mikcar::Route
   uint64_t body_limit = 0;
+  bool read_only = false;
   RouteStats* stats = nullptr;  // metrics of this route, set by the server
 };
 

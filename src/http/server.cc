@@ -8,6 +8,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
@@ -212,7 +213,13 @@ struct Server::Impl {
   ServerOptions options;
   std::vector<std::unique_ptr<Sidecar>> services;
   Router router;
-  TokenAuth auth{""};
+  // The tokens in use. A reload (SetTokens) adds a table and keeps the old ones until the server
+  // is destroyed, so a request in flight never sees its scope freed; reloads are rare and a table
+  // is small.
+  std::atomic<const TokenAuth*> auth{nullptr};
+  std::mutex tokens_mu;
+  std::vector<std::unique_ptr<const TokenAuth>> token_tables;
+  Result<void> UseTokens(std::string_view token, std::vector<ScopedToken> scoped);
   Metrics metrics;
 
   // One io_context run by every I/O thread: a connection whose thread the kernel preempts is
@@ -300,6 +307,7 @@ Result<void> Server::Impl::AddRoutes() {
     RouteEntry entry{service, group.prefix + route.pattern, std::move(route.handler), route.access};
     entry.streamed_body = route.streamed_body;
     entry.body_limit = route.body_limit;
+    entry.read_only = route.read_only;
     return AddRoute(route.method, std::move(entry));
   };
   auto health = [](Request&) -> asio::awaitable<Result<Response>> {
@@ -313,7 +321,7 @@ Result<void> Server::Impl::AddRoutes() {
   };
   auto openapi_handler = [this](Request&) -> asio::awaitable<Result<Response>> {
     std::call_once(openapi_once, [this] {
-      openapi = BuildOpenApi(documented, !options.auth_token.empty(), MIKCAR_VERSION);
+      openapi = BuildOpenApi(documented, auth.load()->enabled(), MIKCAR_VERSION);
     });
     if (!openapi) co_return Fail(openapi.error());
     co_return Response::Json(*openapi);
@@ -326,6 +334,7 @@ Result<void> Server::Impl::AddRoutes() {
       {"GET", "/metrics", metrics_handler,
        options.metrics_public ? Access::kPublic : Access::kToken},
       {"GET", "/openapi.json", openapi_handler, Access::kPublic}};
+  for (mikcar::Route& route : own) route.read_only = true;
   for (mikcar::Route& route : own) {
     if (auto r = add(std::move(route), ""); !r) return r;
   }
@@ -854,6 +863,32 @@ asio::awaitable<void> Server::Impl::AnswerLate(std::shared_ptr<Connection<Socket
   co_await Close(*conn, false);
 }
 
+namespace {
+
+// Whether a scoped token may call a route at all (SPEC §2.4): its service, and a write only when
+// the token may write. The names the request touches are the handler's to check (Request::Permit).
+// The server's own routes that need a token (/metrics) need "metrics" in the scope.
+Result<void> Permit(const TokenScope& scope, const RouteEntry& entry, std::string_view method) {
+  std::string_view service = entry.service.empty() ? "metrics" : std::string_view(entry.service);
+  if (!entry.service.empty() || entry.access == Access::kToken) {
+    if (std::find(scope.services.begin(), scope.services.end(), service) == scope.services.end()) {
+      std::string allowed;
+      for (const std::string& name : scope.services)
+        allowed += (allowed.empty() ? "" : ", ") + name;
+      return Fail(ErrorCode::kForbidden, "token '" + scope.name + "' may only call " + allowed +
+                                             "; not " + std::string(service));
+    }
+  }
+  if (scope.read_only && !entry.read_only) {
+    return Fail(ErrorCode::kForbidden, "token '" + scope.name + "' is read-only; " +
+                                           std::string(method) + " " + entry.pattern +
+                                           " changes data");
+  }
+  return {};
+}
+
+}  // namespace
+
 Server::Impl::Routed Server::Impl::Route(Request& request) const {
   // CORS preflight is answered before auth: browsers never send credentials on it.
   if (!options.cors_origins.empty() && request.method == "OPTIONS" &&
@@ -874,7 +909,7 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
   }
   std::string allow;
   auto match = router.Match(request.method, request.path, &allow);
-  auto token = auth.Check(request.header("authorization"));
+  auto token = auth.load(std::memory_order_acquire)->Check(request.header("authorization"));
   if (!match) {
     // Unknown routes need the token too, so a probe cannot map the API without it.
     if (!token) return {nullptr, ErrorResponse(token.error())};
@@ -887,6 +922,11 @@ Server::Impl::Routed Server::Impl::Route(Request& request) const {
   if (!token && entry.access == Access::kToken)
     return {nullptr, ErrorResponse(token.error()), entry.stats};
   request.authenticated = token.has_value();
+  if (token && *token != nullptr && entry.access != Access::kPublic) {
+    if (auto allowed = Permit(**token, entry, request.method); !allowed)
+      return {nullptr, ErrorResponse(allowed.error()), entry.stats};
+    request.scope = *token;
+  }
   request.params = std::move(match->params);
   return {&entry, {}};
 }
@@ -1057,7 +1097,9 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->services = std::move(services);
-  impl->auth = TokenAuth(impl->options.auth_token);
+  if (auto r = impl->UseTokens(impl->options.auth_token, std::move(impl->options.tokens)); !r)
+    return Fail(r.error());
+  impl->options.tokens.clear();
   impl->unmatched = impl->metrics.Register("", "unmatched", "");
   if (auto r = impl->AddRoutes(); !r) return Fail(r.error());
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -1069,7 +1111,7 @@ Result<void> Server::Start() {
   if (!o.tcp && o.unix_socket.empty()) {
     return Fail(ErrorCode::kBadRequest, "no listener: --no-tcp needs --unix-socket PATH");
   }
-  if (o.tcp && o.auth_token.empty() && !o.no_auth && !IsLoopback(o.host)) {
+  if (o.tcp && !s.auth.load()->enabled() && !o.no_auth && !IsLoopback(o.host)) {
     return Fail(ErrorCode::kBadRequest,
                 "HOST=" + o.host +
                     " is not a loopback address and no token is set; expected "
@@ -1181,7 +1223,38 @@ void Server::Stop() {
   if (!s.options.unix_socket.empty() && s.unix_acceptor) ::unlink(s.options.unix_socket.c_str());
 }
 
-void Server::WaitForSignal() {
+Result<void> Server::Impl::UseTokens(std::string_view token, std::vector<ScopedToken> scoped) {
+  auto table = TokenAuth::Create(token, std::move(scoped));
+  if (!table) return Fail(table.error());
+  for (const TokenScope* scope : table->scopes()) {
+    for (const std::string& name : scope->services) {
+      bool mounted = name == "metrics";
+      for (const auto& service : services) mounted = mounted || service->name() == name;
+      if (!mounted) {
+        std::string known = "metrics";
+        for (const auto& service : services) known += ", " + service->name();
+        return Fail(ErrorCode::kBadRequest, "token '" + scope->name + "': services: '" + name +
+                                                "' is not mounted; expected some of " + known);
+      }
+    }
+  }
+  std::lock_guard lock(tokens_mu);
+  const TokenAuth* current = auth.load();
+  if (current && current->enabled() != table->enabled()) {
+    return Fail(ErrorCode::kBadRequest, std::string("the new tokens would turn authentication ") +
+                                            (table->enabled() ? "on" : "off") +
+                                            "; that needs a restart");
+  }
+  token_tables.push_back(std::make_unique<const TokenAuth>(std::move(*table)));
+  auth.store(token_tables.back().get(), std::memory_order_release);
+  return {};
+}
+
+Result<void> Server::SetTokens(std::string auth_token, std::vector<ScopedToken> tokens) {
+  return impl_->UseTokens(auth_token, std::move(tokens));
+}
+
+void Server::WaitForSignal(std::function<void()> on_hangup) {
   asio::io_context signals_ctx(1);
   asio::signal_set signals(signals_ctx, SIGINT, SIGTERM, SIGHUP);
   // The mikcar binary keeps these blocked until now (see main.cc); deliver any pending one.
@@ -1192,8 +1265,12 @@ void Server::WaitForSignal() {
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec,
                                                                       int signal) {
     if (!ec && signal == SIGHUP) {
-      // Its default action would kill the process; there is no configuration file to reload.
-      spdlog::info("received SIGHUP: nothing to reload, still serving");
+      // Its default action would kill the process.
+      if (on_hangup) {
+        on_hangup();
+      } else {
+        spdlog::info("received SIGHUP: nothing to reload, still serving");
+      }
       signals.async_wait(on_signal);
       return;
     }

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "mikcar/builder.h"
@@ -29,8 +31,10 @@ class Server {
   // Graceful stop: stop accepting, close idle connections, wait for in-flight requests up to the
   // grace period, shut services down, join threads. Idempotent; blocks until done.
   void Stop();
-  // Blocks until SIGINT or SIGTERM, then Stop().
-  void WaitForSignal();
+  // Blocks until SIGINT or SIGTERM, then Stop(). SIGHUP calls `on_hangup` and goes on.
+  void WaitForSignal(std::function<void()> on_hangup);
+  // Replaces every token at once (see SidecarHandle::set_tokens).
+  Result<void> SetTokens(std::string auth_token, std::vector<ScopedToken> tokens);
 
   struct Impl;
 

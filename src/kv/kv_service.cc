@@ -17,6 +17,7 @@
 #include "common/text.h"
 #include "common/units.h"
 #include "common/watch_hub.h"
+#include "kv/glob.h"
 #include "kv/kv_rules.h"
 #include "kv/register.h"
 #include "mikcar/kv/kv.h"
@@ -55,10 +56,16 @@ Result<void> ValidateKey(std::string_view key) {
   return {};
 }
 
+// A key the request names: well-formed, and within the token's scope.
+Result<void> CheckKey(const Request& request, std::string_view key) {
+  if (auto ok = ValidateKey(key); !ok) return ok;
+  return request.Permit(key);
+}
+
 // The {key} path parameter, validated.
 Result<std::string> KeyParam(const Request& request) {
   std::string key(request.param("key"));
-  if (auto ok = ValidateKey(key); !ok) return Fail(ok.error());
+  if (auto ok = CheckKey(request, key); !ok) return Fail(ok.error());
   return key;
 }
 
@@ -195,7 +202,7 @@ Result<std::vector<std::string>> KeysArray(const Request& request, std::string_v
   for (const auto& k : *arr) {
     const json::string* s = k.if_string();
     if (!s) return Fail(WrongShape(expected, "keys contains a non-string"));
-    if (auto ok = ValidateKey(*s); !ok) return Fail(ok.error());
+    if (auto ok = CheckKey(request, *s); !ok) return Fail(ok.error());
     keys.emplace_back(s->data(), s->size());
   }
   return keys;
@@ -222,19 +229,19 @@ class KvSidecar final : public Sidecar {
   std::vector<Route> Routes() override {
     auto bind = [this](auto method) { return BindHandler(this, method); };
     return {
-        {"GET", "/get/{key}", bind(&KvSidecar::Get)},
-        {"POST", "/get/batch", bind(&KvSidecar::GetBatch)},
+        ReadOnly({"GET", "/get/{key}", bind(&KvSidecar::Get)}),
+        ReadOnly({"POST", "/get/batch", bind(&KvSidecar::GetBatch)}),
         {"POST", "/set/{key}", bind(&KvSidecar::Set)},
         {"POST", "/set/batch", bind(&KvSidecar::SetBatch)},
         {"DELETE", "/del/{key}", bind(&KvSidecar::Delete)},
         {"POST", "/del/batch", bind(&KvSidecar::DeleteBatch)},
-        {"GET", "/keys/{pattern}", bind(&KvSidecar::Keys)},
+        ReadOnly({"GET", "/keys/{pattern}", bind(&KvSidecar::Keys)}),
         {"POST", "/increment/{key}", bind(&KvSidecar::Increment)},
-        {"GET", "/exists/{key}", bind(&KvSidecar::Exists)},
-        {"GET", "/ttl/{key}", bind(&KvSidecar::Ttl)},
+        ReadOnly({"GET", "/exists/{key}", bind(&KvSidecar::Exists)}),
+        ReadOnly({"GET", "/ttl/{key}", bind(&KvSidecar::Ttl)}),
         {"POST", "/expire/{key}", bind(&KvSidecar::Expire)},
         {"POST", "/persist/{key}", bind(&KvSidecar::Persist)},
-        {"GET", "/watch/{key}", bind(&KvSidecar::Watch)},
+        ReadOnly({"GET", "/watch/{key}", bind(&KvSidecar::Watch)}),
     };
   }
 
@@ -354,7 +361,7 @@ class KvSidecar final : public Sidecar {
     items.reserve(obj->size());
     for (const auto& kv : *obj) {
       std::string key(kv.key());
-      if (auto ok = ValidateKey(key); !ok) co_return Fail(ok.error());
+      if (auto ok = CheckKey(request, key); !ok) co_return Fail(ok.error());
       const json::string* s = kv.value().if_string();
       if (!s)
         co_return Fail(WrongShape(kExpected, "value of " + JsonQuote(key) + " is not a string"));
@@ -409,6 +416,8 @@ class KvSidecar final : public Sidecar {
       co_return Fail(ErrorCode::kBadRequest,
                      "pattern: expected a glob of 1-1024 bytes, e.g. user:*");
     }
+    // A scoped token lists only its own keys: every match starts with the glob's literal prefix.
+    if (auto ok = request.Permit(kv::GlobLiteralPrefix(pattern)); !ok) co_return Fail(ok.error());
     auto limit = IntParam(request, "limit", "a number 1-10000");
     if (!limit) co_return Fail(limit.error());
     int64_t n = limit->value_or(kDefaultKeysLimit);

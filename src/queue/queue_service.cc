@@ -64,8 +64,13 @@ Result<std::string> Name(std::string_view value, std::string_view what) {
   return std::string(value);
 }
 
+// The {queue} or {topic} path parameter, validated and within the token's scope.
 Result<std::string> NameParam(const Request& request, std::string_view param) {
-  return Name(request.param(param), param);
+  auto name = Name(request.param(param), param);
+  if (name) {
+    if (auto ok = request.Permit(*name); !ok) return Fail(ok.error());
+  }
+  return name;
 }
 
 Result<std::string> IdParam(const Request& request) {
@@ -137,7 +142,7 @@ class QueueSidecar final : public Sidecar {
         {"POST", "/nack/{queue}/{id}", bind(&QueueSidecar::Nack)},
         {"POST", "/publish/{topic}", bind(&QueueSidecar::Publish)},
         {"GET", "/subscribe/{topic}", bind(&QueueSidecar::Subscribe)},
-        {"GET", "/len/{queue}", bind(&QueueSidecar::Len)},
+        ReadOnly({"GET", "/len/{queue}", bind(&QueueSidecar::Len)}),
     };
   }
 

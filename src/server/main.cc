@@ -6,9 +6,12 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +20,7 @@
 #include "common/units.h"
 #include "mikcar/builder.h"
 #include "mikcar/uri.h"
+#include "server/config.h"
 #include "server/services.h"
 
 #ifndef MIKCAR_VERSION
@@ -60,6 +64,35 @@ std::string VersionText() {
     }
   }
   return text;
+}
+
+// Fills in, from the configuration file, every setting that neither a flag nor the environment
+// gave: each is parsed exactly as its long flag would be. Returns where each value it used came
+// from ("mikcar.toml:3"), by key.
+std::map<std::string, std::string> ApplyConfig(CLI::App& app,
+                                               const mikcar::server::ConfigFile& file) {
+  std::map<std::string, std::string> origins;
+  static const std::set<std::string> kNotInFile{"config", "help", "version", "list_backends"};
+  for (const auto& setting : file.settings) {
+    std::string flag = "--" + setting.key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    CLI::Option* option =
+        kNotInFile.contains(setting.key) ? nullptr : app.get_option_no_throw(flag);
+    if (option == nullptr) {
+      Die(setting.where + ": " + setting.key +
+          ": unknown setting; expected a long flag of mikcar --help without its dashes, e.g. "
+          "max_body for --max-body");
+    }
+    if (option->count() > 0) continue;  // a flag or the environment gave it
+    try {
+      option->add_result(setting.value);
+      option->run_callback();
+    } catch (const CLI::ParseError& e) {
+      Die(setting.where + ": " + setting.key + ": " + e.what());
+    }
+    origins[setting.key] = setting.where;
+  }
+  return origins;
 }
 
 void ListBackends() {
@@ -108,7 +141,14 @@ int main(int argc, char** argv) {
               log_format = "text", cors, threads = "0";
   bool all = false, list_backends = false, version = false, no_compression = false, no_tcp = false;
   std::vector<bool> enabled(mikcar::server::Services().size(), false);
+  std::vector<std::string> service_names;
+  for (const auto& service : mikcar::server::Services()) service_names.push_back(service.name);
+  std::string config_path;
 
+  app.add_option("--config", config_path,
+                 "TOML file with any setting below, backend URLs and scoped tokens (flags and "
+                 "env win over it; SIGHUP reloads its tokens)")
+      ->envname("MIKCAR_CONFIG");
   app.add_option("-p,--port", port, "TCP port (0 = pick a free one)")->envname("PORT");
   app.add_option("--host", host, "bind address (0.0.0.0 or :: for all interfaces)")
       ->envname("HOST");
@@ -163,34 +203,55 @@ int main(int argc, char** argv) {
     ListBackends();
     return 0;
   }
-  if (auto r = mikcar::ConfigureLogging(log_level, log_format); !r) Die(r.error().message);
+  mikcar::server::ConfigFile file;
+  std::map<std::string, std::string> origins;
+  if (!config_path.empty()) {
+    auto read = mikcar::server::ReadConfigFile(config_path, service_names);
+    if (!read) Die(read.error().message);
+    file = std::move(*read);
+    origins = ApplyConfig(app, file);
+  }
+  // An error about a setting names where its value came from: the file's line, or the variable.
+  auto named = [&origins](const std::string& key, const std::string& env) {
+    auto it = origins.find(key);
+    return it == origins.end() ? env : it->second + ": " + key;
+  };
+  if (auto r = mikcar::ConfigureLogging(log_level, log_format); !r) {
+    std::string message = r.error().message;
+    for (auto [key, env] : {std::pair<std::string, std::string>{"log_level", "MIKCAR_LOG"},
+                            {"log_format", "MIKCAR_LOG_FORMAT"}}) {
+      if (message.starts_with(env + ":")) message = named(key, env) + message.substr(env.size());
+    }
+    Die(message);
+  }
 
   // Numbers and units.
   char* end = nullptr;
   unsigned long port_number = std::strtoul(port.c_str(), &end, 10);
   if (port.empty() || *end != '\0' || port_number > 65535)
-    Die("PORT: expected a number 0-65535; got '" + port + "'");
+    Die(named("port", "PORT") + ": expected a number 0-65535; got '" + port + "'");
   options.port = static_cast<uint16_t>(port_number);
   unsigned long thread_count = std::strtoul(threads.c_str(), &end, 10);
   if (threads.empty() || *end != '\0' || thread_count > 1024)
-    Die("MIKCAR_THREADS: expected a number 0-1024; got '" + threads + "'");
+    Die(named("threads", "MIKCAR_THREADS") + ": expected a number 0-1024; got '" + threads + "'");
   options.io_threads = static_cast<unsigned>(thread_count);
   options.host = host;
   options.tcp = !no_tcp;
   options.compression = !no_compression;
   auto body_limit = mikcar::ParseSize(max_body);
   if (!body_limit || *body_limit == 0)
-    Die("MIKCAR_MAX_BODY: " +
+    Die(named("max_body", "MIKCAR_MAX_BODY") + ": " +
         (body_limit ? std::string("must be > 0") : body_limit.error().message));
   options.max_body = *body_limit;
   auto object_limit = mikcar::ParseSize(max_object_size);
   if (!object_limit || *object_limit == 0)
-    Die("MIKCAR_MAX_OBJECT_SIZE: " +
+    Die(named("max_object_size", "MIKCAR_MAX_OBJECT_SIZE") + ": " +
         (object_limit ? std::string("must be > 0") : object_limit.error().message));
   settings.max_object_size = *object_limit;
   auto deadline = mikcar::ParseDuration(timeout);
   if (!deadline || deadline->count() <= 0)
-    Die("MIKCAR_TIMEOUT: " + (deadline ? std::string("must be > 0") : deadline.error().message));
+    Die(named("timeout", "MIKCAR_TIMEOUT") + ": " +
+        (deadline ? std::string("must be > 0") : deadline.error().message));
   options.timeout = *deadline;
   if (!cors.empty()) {
     for (size_t start = 0; start <= cors.size();) {
@@ -204,7 +265,10 @@ int main(int argc, char** argv) {
   }
   if (token.empty()) token = Env("SIDECAR_TOKEN");
   if (token.empty()) token = Env("AUTH_TOKEN");
+  const bool token_from_file = token.empty() && !file.auth_token.empty();
+  if (token_from_file) token = file.auth_token;
   options.auth_token = token;
+  options.tokens = file.tokens;
 
   // Services and their backends. The data directory holds the embedded defaults and the storage
   // presign key; it is created when one of them needs it.
@@ -213,12 +277,15 @@ int main(int argc, char** argv) {
   size_t count = 0;
   for (size_t i = 0; i < enabled.size(); ++i) {
     const auto& spec = mikcar::server::Services()[i];
-    if (!enabled[i] && !(all && spec.compiled_in)) continue;
+    bool in_file =
+        std::find(file.services.begin(), file.services.end(), spec.name) != file.services.end();
+    if (!enabled[i] && !in_file && !(all && spec.compiled_in)) continue;
     if (!spec.compiled_in) {
       Die("--" + spec.name + ": the " + spec.name +
           " service is not compiled into this build; rebuild with -D" + spec.cmake_option + "=ON");
     }
     std::string url = Env(spec.url_env.c_str());
+    if (url.empty() && file.urls.contains(spec.name)) url = file.urls.at(spec.name);
     bool embedded = url.empty();
     if (embedded || (spec.name == "storage" && settings.presign_secret.empty())) {
       std::error_code ec;
@@ -249,9 +316,29 @@ int main(int argc, char** argv) {
   if (!handle) Die(handle.error().message);
   if (options.tcp) spdlog::info("listening on {}:{}", options.host, handle->port());
   if (!options.unix_socket.empty()) spdlog::info("listening on unix:{}", options.unix_socket);
-  if (options.auth_token.empty())
+  if (options.auth_token.empty() && options.tokens.empty())
     spdlog::warn("no auth token set: every client on this address can call mikcar");
-  handle->wait();
+  if (!options.tokens.empty())
+    spdlog::info("{} scoped token(s) from {}", options.tokens.size(), config_path);
+  // SIGHUP reloads the tokens of the configuration file (and its auth_token, when neither a flag
+  // nor the environment gave one); a file that does not read keeps the tokens in use.
+  handle->wait([&] {
+    if (config_path.empty()) {
+      spdlog::info("received SIGHUP: no --config file, nothing to reload");
+      return;
+    }
+    auto reread = mikcar::server::ReadConfigFile(config_path, service_names);
+    if (!reread) {
+      spdlog::error("SIGHUP: {}; keeping the tokens in use", reread.error().message);
+      return;
+    }
+    if (auto set = handle->set_tokens(token_from_file ? reread->auth_token : token, reread->tokens);
+        !set) {
+      spdlog::error("SIGHUP: {}: {}; keeping the tokens in use", config_path, set.error().message);
+      return;
+    }
+    spdlog::info("SIGHUP: reloaded {} scoped token(s) from {}", reread->tokens.size(), config_path);
+  });
   spdlog::info("stopped");
   return 0;
 }

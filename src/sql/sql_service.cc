@@ -77,6 +77,7 @@ Result<Statement> ToStatement(const json::value& body, std::string_view expected
 Result<sql::Limits> LimitsOf(const Request& request, const sql::SqlBackend& backend) {
   sql::Limits limits;
   limits.statement_timeout = backend.default_statement_timeout();
+  limits.read_only = request.read_only();
   if (auto raw = request.query_param("statement_timeout")) {
     auto timeout = ParseDuration(*raw);
     if (!timeout || timeout->count() <= 0) {
@@ -254,12 +255,13 @@ class SqlSidecar final : public Sidecar {
 
   std::vector<Route> Routes() override {
     auto bind = [this](auto method) { return BindHandler(this, method); };
+    // A read-only token may call every route: its statements run in read-only transactions.
     std::vector<Route> routes = {
-        {"POST", "/query", bind(&SqlSidecar::Query)},
-        {"POST", "/execute", bind(&SqlSidecar::Execute)},
-        {"POST", "/batch", bind(&SqlSidecar::Batch)},
+        ReadOnly({"POST", "/query", bind(&SqlSidecar::Query)}),
+        ReadOnly({"POST", "/execute", bind(&SqlSidecar::Execute)}),
+        ReadOnly({"POST", "/batch", bind(&SqlSidecar::Batch)}),
     };
-    if (scripts_) routes.push_back({"POST", "/script", bind(&SqlSidecar::Script)});
+    if (scripts_) routes.push_back(ReadOnly({"POST", "/script", bind(&SqlSidecar::Script)}));
     return routes;
   }
 
@@ -280,10 +282,20 @@ class SqlSidecar final : public Sidecar {
     return std::pair{std::move(*statement), *limits};
   }
 
+  // One statement: on its own, or for a read-only token in a read-only transaction.
+  asio::awaitable<Result<sql::ResultSet>> RunOne(Statement statement, const sql::Limits& limits) {
+    if (!limits.read_only) co_return co_await backend_->Run(std::move(statement), limits);
+    auto transaction = co_await backend_->Begin(limits);
+    if (!transaction) co_return Fail(transaction.error());
+    auto result = co_await (*transaction)->Run(std::move(statement));
+    co_await (*transaction)->Rollback();
+    co_return result;
+  }
+
   asio::awaitable<Result<Response>> Query(Request& request) {
     auto parsed = Parse(request);
     if (!parsed) co_return Fail(parsed.error());
-    auto result = co_await backend_->Run(std::move(parsed->first), parsed->second);
+    auto result = co_await RunOne(std::move(parsed->first), parsed->second);
     if (!result) co_return Fail(AtDeadline(std::move(result.error()), parsed->second));
     co_return Response::Json(QueryJson(*result));
   }
@@ -291,7 +303,7 @@ class SqlSidecar final : public Sidecar {
   asio::awaitable<Result<Response>> Execute(Request& request) {
     auto parsed = Parse(request);
     if (!parsed) co_return Fail(parsed.error());
-    auto result = co_await backend_->Run(std::move(parsed->first), parsed->second);
+    auto result = co_await RunOne(std::move(parsed->first), parsed->second);
     if (!result) co_return Fail(AtDeadline(std::move(result.error()), parsed->second));
     std::string body = "{\"rows_affected\":" + std::to_string(result->rows_affected);
     if (result->last_insert_id)

@@ -33,10 +33,11 @@ constexpr int64_t kMaxPresignSeconds = 7 * 24 * 3600;
 constexpr std::string_view kMetaPrefix = "x-meta-";
 constexpr size_t kMaxMetadataBytes = 2048;
 
-// The {path} parameter, validated by the rules of SPEC §4.3.
+// The {path} parameter, validated by the rules of SPEC §4.3 and within the token's scope.
 Result<std::string> PathParam(const Request& request) {
   std::string path(request.param("path"));
   if (auto ok = storage::ValidatePath(path); !ok) return Fail(ok.error());
+  if (auto ok = request.Permit(path); !ok) return Fail(ok.error());
   return path;
 }
 
@@ -110,13 +111,14 @@ class StorageSidecar final : public Sidecar {
     put.body_limit = options_.max_object_size;
     return {
         put,
-        {"GET", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional},
-        {"HEAD", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional},
+        ReadOnly({"GET", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional}),
+        ReadOnly({"HEAD", "/object/{*path}", bind(&StorageSidecar::Get), Access::kOptional}),
         {"DELETE", "/object/{*path}", bind(&StorageSidecar::Delete), Access::kOptional},
-        {"GET", "/list", bind(&StorageSidecar::List)},
-        {"GET", "/list/{*prefix}", bind(&StorageSidecar::List)},
+        ReadOnly({"GET", "/list", bind(&StorageSidecar::List)}),
+        ReadOnly({"GET", "/list/{*prefix}", bind(&StorageSidecar::List)}),
         {"POST", "/copy", bind(&StorageSidecar::Copy)},
-        {"POST", "/presign/{*path}", bind(&StorageSidecar::Presign)},
+        // A read-only token may presign a GET only (checked by the handler).
+        ReadOnly({"POST", "/presign/{*path}", bind(&StorageSidecar::Presign)}),
         {"POST", "/delete/batch", bind(&StorageSidecar::DeleteBatch)},
     };
   }
@@ -248,6 +250,7 @@ class StorageSidecar final : public Sidecar {
     }
     // Segment mode (compat): "user" lists "user/…", never "users…".
     if (!prefix.empty() && (!mode || *mode == "segment") && !prefix.ends_with('/')) prefix += '/';
+    if (auto ok = request.Permit(prefix); !ok) co_return Fail(ok.error());
     options.prefix = std::move(prefix);
     if (auto limit = request.query_param("limit")) {
       int64_t n = 0;
@@ -298,6 +301,7 @@ class StorageSidecar final : public Sidecar {
       std::string path(v->get_string());
       if (auto ok = storage::ValidatePath(path); !ok)
         return Fail(ErrorCode::kBadRequest, std::string(name) + ": " + ok.error().message);
+      if (auto ok = request.Permit(path); !ok) return Fail(ok.error());
       return path;
     };
     auto from = field("from");
@@ -329,6 +333,10 @@ class StorageSidecar final : public Sidecar {
         if (!m->is_string() || (m->get_string() != "GET" && m->get_string() != "PUT"))
           co_return Fail(WrongShape(kExpected, "method is not \"GET\" or \"PUT\""));
         method = std::string(m->get_string());
+      }
+      if (method == "PUT" && request.read_only()) {
+        co_return Fail(ErrorCode::kForbidden,
+                       "token '" + request.scope->name + "' is read-only; it may presign GET only");
       }
       if (const json::value* e = obj->if_contains("expires")) {
         if (!e->is_int64() || e->get_int64() < 1 || e->get_int64() > kMaxPresignSeconds)
@@ -377,6 +385,7 @@ class StorageSidecar final : public Sidecar {
         co_return Fail(ErrorCode::kBadRequest,
                        "paths: " + JsonQuote(path) + ": " + ok.error().message);
       }
+      if (auto ok = request.Permit(path); !ok) co_return Fail(ok.error());
       targets.push_back(std::move(path));
     }
     std::string deleted, missing;

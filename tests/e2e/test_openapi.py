@@ -119,12 +119,14 @@ def test_security_follows_the_route_table(doc):
     assert doc["security"] == [{"bearer": []}]
     assert doc["components"]["securitySchemes"]["bearer"] == {
         "type": "http", "scheme": "bearer",
-        "description": "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN"}
+        "description": "The token of --auth-token, SIDECAR_TOKEN or AUTH_TOKEN, or a scoped "
+                       "token of --config"}
     paths = doc["paths"]
     assert paths["/health"]["get"]["security"] == []
     assert paths["/openapi.json"]["get"]["security"] == []
     assert "security" not in paths["/metrics"]["get"]  # the document's default: the token
     assert "401" in paths["/kv/get/{key}"]["get"]["responses"]
+    assert "403" in paths["/kv/get/{key}"]["get"]["responses"]  # a scoped token's limits
     # Presigned storage URLs work without the token.
     assert paths["/storage/object/{path}"]["get"]["security"] == [{}, {"bearer": []}]
 
@@ -142,6 +144,8 @@ def test_without_a_token_nothing_asks_for_one(start_mikcar):
     assert doc["security"] == [] and "securitySchemes" not in doc["components"]
     for path, method, op in operations(doc):
         assert "401" not in op["responses"] and "security" not in op, f"{method} {path}"
+        if path.startswith("/kv"):  # storage lists its own 403s (presigned URLs, symlinks)
+            assert "403" not in op["responses"], f"{method} {path}"
 
 
 def test_gzip_when_accepted(everything):
@@ -157,7 +161,7 @@ def test_gzip_when_accepted(everything):
 
 def test_a_custom_sidecar_is_documented_by_its_fragment():
     """examples/custom_sidecar: OpenApi() describes /greet; /count is listed without one; its
-    Collect() adds to /metrics."""
+    Collect() adds to /metrics; its scoped token is held to its scope."""
     from conftest import BIN
     example = os.path.join(os.path.dirname(BIN), "..", "examples", "custom_sidecar")
     proc = subprocess.Popen([example, "0"], stdout=subprocess.PIPE, text=True)
@@ -169,6 +173,13 @@ def test_a_custom_sidecar_is_documented_by_its_fragment():
         requests.post(f"http://127.0.0.1:{port}/hello/count", headers=auth)
         text = requests.get(f"http://127.0.0.1:{port}/metrics", headers=auth).text
         assert "# TYPE hello_counts_total counter\nhello_counts_total 1\n" in text, text
+        # Its scoped read-only token: ReadOnly() routes, names under its prefix.
+        guest = {"Authorization": "Bearer guest"}
+        assert requests.get(f"http://127.0.0.1:{port}/hello/greet/guest-1", headers=guest).ok
+        for method, path in [("GET", "/hello/greet/root"), ("POST", "/hello/count"),
+                             ("GET", "/metrics")]:
+            r = requests.request(method, f"http://127.0.0.1:{port}{path}", headers=guest)
+            assert r.status_code == 403 and r.json()["code"] == "FORBIDDEN", (path, r.text)
     finally:
         proc.terminate()
         proc.wait(timeout=15)

@@ -95,5 +95,106 @@ TEST(TokenAuthTest, ErrorsNeverEchoTheToken) {
   }
 }
 
+ScopedToken Scoped(std::string name, std::string token, std::vector<std::string> services,
+                   std::vector<std::string> prefixes = {}, bool read_only = false) {
+  return {
+      std::move(token), "", {std::move(name), std::move(services), std::move(prefixes), read_only}};
+}
+
+TEST(TokenAuthTest, EachTokenGetsItsScopeAndTheFullTokenNone) {
+  auto auth = TokenAuth::Create(
+      kToken, {Scoped("a", "token-a", {"kv"}, {"a/"}), Scoped("b", "token-b", {"sql"}, {}, true)});
+  ASSERT_TRUE(auth.has_value()) << auth.error().message;
+  EXPECT_TRUE(auth->enabled());
+  auto full = auth->Check(std::string("Bearer ") + kToken);
+  ASSERT_TRUE(full.has_value());
+  EXPECT_EQ(*full, nullptr);
+  auto a = auth->Check("Bearer token-a");
+  ASSERT_TRUE(a.has_value() && *a != nullptr);
+  EXPECT_EQ((*a)->name, "a");
+  EXPECT_EQ((*a)->prefixes, std::vector<std::string>{"a/"});
+  auto b = auth->Check("Bearer token-b");
+  ASSERT_TRUE(b.has_value() && *b != nullptr);
+  EXPECT_EQ((*b)->name, "b");
+  EXPECT_TRUE((*b)->read_only);
+  EXPECT_FALSE(auth->Check("Bearer token-c").has_value());
+}
+
+TEST(TokenAuthTest, ScopedTokensAloneTurnAuthenticationOn) {
+  auto auth = TokenAuth::Create("", {Scoped("a", "token-a", {"kv"})});
+  ASSERT_TRUE(auth.has_value());
+  EXPECT_TRUE(auth->enabled());
+  EXPECT_FALSE(auth->Check("").has_value());
+  EXPECT_FALSE(auth->Check("Bearer other").has_value());
+  EXPECT_TRUE(auth->Check("Bearer token-a").has_value());
+}
+
+TEST(TokenAuthTest, TokenMayBeGivenAsItsSha256) {
+  ScopedToken hashed{"",
+                     "1C8BFE8F801D79745C4631D09FFF36C82AA37FC4CCE4FC946683D7B336B63032",
+                     {"h", {"kv"}, {}, false}};  // sha256("letmein"), upper case
+  auto auth = TokenAuth::Create("", {hashed});
+  ASSERT_TRUE(auth.has_value()) << auth.error().message;
+  auto scope = auth->Check("Bearer letmein");
+  ASSERT_TRUE(scope.has_value());
+  EXPECT_EQ((*scope)->name, "h");
+}
+
+TEST(TokenAuthTest, MalformedScopedTokensAreRefusedByName) {
+  struct Case {
+    ScopedToken token;
+    const char* message;
+  };
+  std::vector<Case> cases{
+      {{"", "", {"none", {"kv"}, {}, false}}, "exactly one of token and token_sha256"},
+      {{"t", "ab", {"both", {"kv"}, {}, false}}, "exactly one of token and token_sha256"},
+      {{"", "abc", {"short", {"kv"}, {}, false}}, "64 hex digits"},
+      {{"", std::string(64, 'g'), {"nothex", {"kv"}, {}, false}}, "64 hex digits"},
+      {Scoped("noservice", "t", {}), "at least one service"},
+      {Scoped("emptyprefix", "t", {"kv"}, {""}), "non-empty prefixes"},
+      {Scoped("same", kToken, {"kv"}), "the same as the full-access token"},
+  };
+  for (const Case& c : cases) {
+    auto auth = TokenAuth::Create(kToken, {c.token});
+    ASSERT_FALSE(auth.has_value()) << c.token.scope.name;
+    EXPECT_EQ(auth.error().code, ErrorCode::kBadRequest);
+    EXPECT_THAT(auth.error().message, HasSubstr("token '" + c.token.scope.name + "'"));
+    EXPECT_THAT(auth.error().message, HasSubstr(c.message));
+    EXPECT_THAT(auth.error().message, ::testing::Not(HasSubstr(kToken)));
+  }
+  auto twice = TokenAuth::Create("", {Scoped("one", "t", {"kv"}), Scoped("two", "t", {"kv"})});
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_THAT(twice.error().message,
+              HasSubstr("token 'two': the token is the same as token 'one'"));
+  auto unnamed = TokenAuth::Create("", {Scoped("", "t", {})});
+  ASSERT_FALSE(unnamed.has_value());
+  EXPECT_THAT(unnamed.error().message, HasSubstr("token 'tokens[0]'"));
+}
+
+TEST(RequestPermitTest, NamesMustStartWithAPrefixOfTheScope) {
+  Request request;
+  EXPECT_TRUE(request.Permit("anything").has_value());  // no scope: full access
+  TokenScope any{"any", {"kv"}, {}, false};
+  request.scope = &any;
+  EXPECT_TRUE(request.Permit("anything").has_value());
+  EXPECT_TRUE(request.Permit("").has_value());
+  TokenScope scoped{"tenant", {"kv"}, {"a/", "b:"}, false};
+  request.scope = &scoped;
+  EXPECT_TRUE(request.Permit("a/x").has_value());
+  EXPECT_TRUE(request.Permit("a/").has_value());
+  EXPECT_TRUE(request.Permit("b:1").has_value());
+  for (std::string_view name : {"a", "b/x", "x/a/", ""}) {
+    auto denied = request.Permit(name);
+    ASSERT_FALSE(denied.has_value()) << name;
+    EXPECT_EQ(denied.error().code, ErrorCode::kForbidden);
+    EXPECT_THAT(denied.error().message, HasSubstr("token 'tenant' may only use names starting "
+                                                  "with 'a/', 'b:'"));
+  }
+  EXPECT_THAT(request.Permit("").error().message, HasSubstr("got every name"));
+  EXPECT_FALSE(request.read_only());
+  scoped.read_only = true;
+  EXPECT_TRUE(request.read_only());
+}
+
 }  // namespace
 }  // namespace mikcar::http

@@ -73,6 +73,7 @@ TEST(OpenApi, DocumentedRouteKeepsItsTextAndGetsWhatTheTableKnows) {
   EXPECT_FALSE(
       responses.at("200").as_object().at("content").as_object().contains("application/json"));
   EXPECT_EQ(At(responses, {"401", "headers", "WWW-Authenticate", "description"}), "Bearer");
+  EXPECT_TRUE(responses.contains("403"));  // a scoped token may be refused
   EXPECT_TRUE(responses.contains("default"));
   EXPECT_TRUE(At(doc, {"components", "schemas"}).as_object().contains("KvValue"));
   EXPECT_TRUE(At(doc, {"components", "schemas"}).as_object().contains("Error"));
@@ -89,6 +90,7 @@ TEST(OpenApi, UnregisteredOperationsAreLeftOutAndUndocumentedRoutesListed) {
   EXPECT_EQ(json::serialize(op.at("security")), "[]");
   EXPECT_EQ(At(op, {"parameters"}).as_array().at(0).at("name"), "rest");
   EXPECT_FALSE(op.at("responses").as_object().contains("401"));  // public
+  EXPECT_FALSE(op.at("responses").as_object().contains("403"));
 }
 
 TEST(OpenApi, OptionalAccessAllowsAnonymousCallsAndAddsNo401) {
@@ -127,6 +129,7 @@ TEST(OpenApi, WithoutATokenNothingAsksForOne) {
   const json::object& get = At(doc, {"paths", "/kv/get/{key}", "get"}).as_object();
   EXPECT_FALSE(get.contains("security"));
   EXPECT_FALSE(get.at("responses").as_object().contains("401"));
+  EXPECT_FALSE(get.at("responses").as_object().contains("403"));
   EXPECT_FALSE(At(doc, {"paths", "/kv/o/{p}", "get"}).as_object().contains("security"));
 }
 

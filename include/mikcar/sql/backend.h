@@ -53,14 +53,17 @@ struct ResultSet {
   std::optional<int64_t> last_insert_id;  // SQLite
 };
 
-// Time bounds of one request: the statement timeout, and the HTTP deadline that no wait (for a
-// connection, for the database) may pass.
+// Bounds of one request: the statement timeout, the HTTP deadline that no wait (for a connection,
+// for the database) may pass, and whether it may write.
 struct Limits {
   std::chrono::milliseconds statement_timeout{30'000};
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   // The statement timeout was cut to end at `deadline`: a statement timeout is then the HTTP
   // deadline's (408), not the client's statement_timeout.
   bool deadline_first = false;
+  // A read-only token's request (SPEC §2.4): Begin() starts a transaction in which every write
+  // fails with FORBIDDEN, and that no statement can turn writable. Run() does not look at it.
+  bool read_only = false;
 };
 
 // One connection inside BEGIN … COMMIT. Statements run in order; a failed statement leaves the

@@ -67,6 +67,8 @@ Error ResultError(const PGresult* res) {
     code = ErrorCode::kSqlConflict;
   } else if (state == "57014") {
     code = ErrorCode::kSqlTimeout;
+  } else if (state == "25006") {
+    code = ErrorCode::kForbidden;  // a write in a read-only token's transaction
   } else if ((state.starts_with("08") && state != "08P01") || state.starts_with("53") ||
              state.starts_with("57P")) {
     code = ErrorCode::kSqlUnavailable;
@@ -732,8 +734,14 @@ class PostgresSqlBackend final : public SqlBackend {
   Task<std::unique_ptr<Transaction>> Begin(Limits limits) override {
     auto conn = co_await pool_->Acquire(limits.deadline);
     if (!conn) co_return Fail(conn.error());
-    Statement begin{"BEGIN", {}};
+    Statement begin{limits.read_only ? "BEGIN READ ONLY" : "BEGIN", {}};
     auto begun = co_await ExecWithin(**conn, begin, limits, /*autocommit=*/false);
+    if (begun && limits.read_only) {
+      // Until a query has taken the transaction's snapshot, SET TRANSACTION READ WRITE would
+      // make it writable again; after one, PostgreSQL refuses that.
+      Statement snapshot{"SELECT 1", {}};
+      begun = co_await ExecWithin(**conn, snapshot, limits, /*autocommit=*/false);
+    }
     if (!begun) {
       pool_->Release(std::move(*conn));
       co_return Fail(begun.error());

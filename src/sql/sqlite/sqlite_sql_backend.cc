@@ -64,6 +64,8 @@ std::string CodeName(int code) {
       return "SQLITE_MISMATCH";
     case SQLITE_RANGE:
       return "SQLITE_RANGE";
+    case SQLITE_AUTH:
+      return "SQLITE_AUTH";
     default:
       return "SQLITE_" + std::to_string(code);
   }
@@ -74,6 +76,10 @@ Error SqliteError(int code, std::string message) {
   switch (code & 0xff) {
     case SQLITE_CONSTRAINT:
       status = ErrorCode::kSqlConflict;
+      break;
+    case SQLITE_AUTH:  // only Authorize() denies
+      status = ErrorCode::kForbidden;
+      message = "PRAGMA query_only may not be set (mikcar sets it for read-only tokens)";
       break;
     case SQLITE_INTERRUPT:
       status = ErrorCode::kSqlTimeout;
@@ -123,6 +129,10 @@ struct Connection {
 
   sqlite3* db = nullptr;
   Clock::time_point deadline;  // read by the progress handler
+  // In a read-only token's transaction (PRAGMA query_only is on): only statements that write
+  // nothing may run.
+  bool read_only = false;
+  bool setting_query_only = false;  // mikcar itself is changing PRAGMA query_only
   // Statements that ran before, compiled once and reset after every use. SQLite recompiles one
   // by itself when the schema changes.
   std::unordered_map<std::string, sqlite3_stmt*> statements;
@@ -154,6 +164,26 @@ class StatementUse {
   sqlite3_stmt* stmt_;
   bool cached_;
 };
+
+// Statements may read PRAGMA query_only but not set it: mikcar sets it for read-only tokens.
+int Authorize(void* arg, int action, const char* name, const char* value, const char*,
+              const char*) {
+  const auto* conn = static_cast<const Connection*>(arg);
+  if (action == SQLITE_PRAGMA && value != nullptr && sqlite3_stricmp(name, "query_only") == 0 &&
+      !conn->setting_query_only) {
+    return SQLITE_DENY;
+  }
+  return SQLITE_OK;
+}
+
+// Turns the connection read-only for a read-only token's transaction, or back.
+void SetReadOnly(Connection& conn, bool on) {
+  conn.setting_query_only = true;
+  sqlite3_exec(conn.db, on ? "PRAGMA query_only=1" : "PRAGMA query_only=0", nullptr, nullptr,
+               nullptr);
+  conn.setting_query_only = false;
+  conn.read_only = on;
+}
 
 int OnProgress(void* arg) {
   auto* conn = static_cast<Connection*>(arg);
@@ -235,6 +265,11 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
     use->Keep();
   }
   StatementUse& stmt = *use;
+  if (conn.read_only && !sqlite3_stmt_readonly(stmt.get())) {
+    return Fail(Error{ErrorCode::kForbidden,
+                      "the token is read-only and the statement writes to the database",
+                      {{"sqlite_code", "\"SQLITE_READONLY\""}}});
+  }
   ResultSet result;
   // $n, ?NNN and ? placeholders; the number of parameters is the highest index used.
   const int count = sqlite3_bind_parameter_count(stmt.get());
@@ -362,6 +397,7 @@ class SqliteTransaction final : public Transaction {
     // Neither committed nor rolled back: roll back on a pool thread, then return the connection.
     pool_.Detach([connections = connections_, conn = conn_] {
       sqlite3_exec(conn->db, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (conn->read_only) SetReadOnly(*conn, false);
       connections->Release(conn);
     });
   }
@@ -395,6 +431,7 @@ class SqliteTransaction final : public Transaction {
         outcome = Fail(ConnectionError(conn->db, rc));
         sqlite3_exec(conn->db, "ROLLBACK", nullptr, nullptr, nullptr);
       }
+      if (conn->read_only) SetReadOnly(*conn, false);
       connections->Release(conn);
       return outcome;
     };
@@ -441,9 +478,11 @@ class SqliteSqlBackend final : public SqlBackend {
       conn->deadline = StatementDeadline(limits);
       SetBusyTimeout(*conn, limits.deadline);
       // IMMEDIATE takes the write lock now (waiting up to the busy timeout), so a transaction
-      // never fails later for want of upgrading a read lock.
-      int rc = sqlite3_exec(conn->db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      // never fails later for want of upgrading a read lock. A read-only one never writes.
+      int rc = sqlite3_exec(conn->db, limits.read_only ? "BEGIN" : "BEGIN IMMEDIATE", nullptr,
+                            nullptr, nullptr);
       if (rc != SQLITE_OK) return Fail(ConnectionError(conn->db, rc));
+      if (limits.read_only) SetReadOnly(*conn, true);
       return {};
     };
     auto begun = co_await pool_.Run(std::move(job));
@@ -519,6 +558,7 @@ Result<std::unique_ptr<SqlBackend>> OpenSqliteSqlBackend(const Uri& uri) {
       return Fail(ErrorCode::kUnavailable, "cannot set up SQLite database '" + path + "': " + why);
     }
     sqlite3_progress_handler(conn->db, 1000, &OnProgress, conn.get());
+    sqlite3_set_authorizer(conn->db, &Authorize, conn.get());
     connections->Add(std::move(conn));
   }
   return std::unique_ptr<SqlBackend>(std::make_unique<SqliteSqlBackend>(connections, count));
