@@ -334,8 +334,8 @@ Result<void> Server::Impl::AddRoutes() {
       {"GET", "/metrics", metrics_handler,
        options.metrics_public ? Access::kPublic : Access::kToken},
       {"GET", "/openapi.json", openapi_handler, Access::kPublic}};
-  for (mikcar::Route& route : own) route.read_only = true;
   for (mikcar::Route& route : own) {
+    route.read_only = true;
     if (auto r = add(std::move(route), ""); !r) return r;
   }
   for (auto& service : services) {

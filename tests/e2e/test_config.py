@@ -98,6 +98,8 @@ port = 1
 max_body = "1KiB"
 timeout = "5s"
 cors_origins = ["https://a.example", "https://b.example"]
+metrics_public = true
+no_compression = true
 services = ["kv", "storage"]
 
 [kv]
@@ -119,6 +121,9 @@ max_object_size = "2KiB"
     r = m.get("/health", headers={"Origin": "https://b.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "https://b.example"
     assert "kv: memory://" in m.output()
+    metrics = requests.get(m.url("/metrics"), headers={"Accept-Encoding": "gzip"})
+    assert metrics.status_code == 200  # metrics_public
+    assert "content-encoding" not in metrics.headers  # no_compression
 
 
 def test_environment_wins_over_the_file_and_flags_over_both(start_mikcar, tmp_path):
