@@ -4,6 +4,8 @@
 #include <openssl/sha.h>
 #include <strings.h>
 
+#include <algorithm>
+
 #include "common/hex.h"
 
 namespace mikcar::http {
@@ -52,6 +54,12 @@ Result<TokenAuth> TokenAuth::Create(std::string_view token, std::vector<ScopedTo
       return bad("services: expected at least one service the token may call");
     for (const std::string& prefix : entry.scope.prefixes) {
       if (prefix.empty()) return bad("prefixes: expected non-empty prefixes");
+    }
+    // Prefixes confine names; SQL statements name no key, path or queue.
+    const auto& services = entry.scope.services;
+    if (!entry.scope.prefixes.empty() &&
+        std::find(services.begin(), services.end(), "sql") != services.end()) {
+      return bad("prefixes cannot confine SQL statements; give sql to a token without prefixes");
     }
     for (const Entry& other : auth.entries_) {
       if (other.digest == entry.digest) {

@@ -19,7 +19,7 @@ class TokenAuth {
   explicit TokenAuth(std::string_view token);
   // The full-access token (may be empty) and the scoped tokens. BAD_REQUEST naming the entry
   // when a scoped token has no token or two, a malformed SHA-256, no services, an empty prefix,
-  // or repeats another token. Service names are the server's to check.
+  // prefixes with sql, or repeats another token. Service names are the server's to check.
   static Result<TokenAuth> Create(std::string_view token, std::vector<ScopedToken> scoped);
 
   bool enabled() const { return !entries_.empty(); }

@@ -385,7 +385,8 @@ asio::awaitable<Result<Response>> Server::Impl::Ready(Request& request) {
     ready_at = Clock::now();
   }
   std::string body = std::string("{\"status\":\"") + (ok ? "ready" : "unavailable") + "\"";
-  if (request.authenticated) body += ",\"services\":{" + details + "}";
+  // Per-service details for a full-access token only: a scoped one may not know the others.
+  if (request.authenticated && request.scope == nullptr) body += ",\"services\":{" + details + "}";
   body += "}";
   co_return Response::Json(std::move(body), ok ? 200 : 503);
 }
@@ -608,6 +609,7 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
     request->body.clear();
     request->body_stream = nullptr;
     request->authenticated = false;
+    request->scope = nullptr;  // the request object is reused by the connection's next request
     conn->idle = buffer.size() == 0;
     conn->timed_out = false;
     request_start = Clock::now();

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "http/auth.h"
+
 namespace mikcar::server {
 namespace {
 
@@ -93,13 +95,6 @@ class Reader {
       }
     }
     if (!has_services) return Bad(node, at + ": expected services = [\"kv\", …]");
-    // Prefixes confine names; SQL statements name no key, path or queue.
-    if (!token.scope.prefixes.empty() &&
-        std::find(token.scope.services.begin(), token.scope.services.end(), "sql") !=
-            token.scope.services.end()) {
-      return Bad(node, at + ": prefixes cannot confine SQL statements; give sql to a token "
-                            "without prefixes");
-    }
     return token;
   }
 
@@ -122,6 +117,8 @@ Result<ConfigFile> ReadConfigFile(const std::string& path,
   ConfigFile config;
   for (const auto& [raw_key, node] : root) {
     const std::string key(raw_key.str());
+    if (key.find('-') != std::string::npos)
+      return reader.Bad(node, key + ": unknown key; settings use _ where their flags use -");
     bool is_service = std::find(services.begin(), services.end(), key) != services.end();
     if (key == "tokens") {
       const toml::array* list = node.as_array();
@@ -184,6 +181,9 @@ Result<ConfigFile> ReadConfigFile(const std::string& path,
       config.settings.push_back({key, std::move(*text), reader.Where(node)});
     }
   }
+  // What only the whole set shows (a token repeated), checked as the server will.
+  if (auto checked = http::TokenAuth::Create(config.auth_token, config.tokens); !checked)
+    return Fail(ErrorCode::kBadRequest, path + ": " + checked.error().message);
   return config;
 }
 

@@ -265,7 +265,7 @@ int main(int argc, char** argv) {
   }
   if (token.empty()) token = Env("SIDECAR_TOKEN");
   if (token.empty()) token = Env("AUTH_TOKEN");
-  const bool token_from_file = token.empty() && !file.auth_token.empty();
+  const bool token_from_file = token.empty();  // SIGHUP reloads it too
   if (token_from_file) token = file.auth_token;
   options.auth_token = token;
   options.tokens = file.tokens;
@@ -313,7 +313,12 @@ int main(int argc, char** argv) {
   }
 
   auto handle = builder.start();
-  if (!handle) Die(handle.error().message);
+  if (!handle) {
+    // A token naming a service that is not mounted: the file is where to look.
+    const std::string& message = handle.error().message;
+    Die(!config_path.empty() && message.starts_with("token '") ? config_path + ": " + message
+                                                               : message);
+  }
   if (options.tcp) spdlog::info("listening on {}:{}", options.host, handle->port());
   if (!options.unix_socket.empty()) spdlog::info("listening on unix:{}", options.unix_socket);
   if (options.auth_token.empty() && options.tokens.empty())

@@ -172,6 +172,7 @@ def test_auth_token_from_the_file_unless_the_environment_gives_one(start_mikcar,
     ("services = [\"kv\"]\n[kv]\nurl = \"nosuch://x\"\n", "KV_URL=nosuch://x"),
     ("services = [\"kv\"]\n[elsewhere]\na = 1\n", "elsewhere: unknown table"),
     ("version = true\nservices = [\"kv\"]\n", "version: unknown setting"),
+    ("auth-token = \"x\"\nservices = [\"kv\"]\n", "mikcar.toml:1: auth-token: unknown key; settings use _"),
     ("services = [\"kv\"]\n[[tokens]]\ntoken = \"t\"\n", "tokens[0]: expected services"),
     ("services = [\"kv\"]\n[[tokens]]\nname = \"x\"\nservices = [\"kv\"]\n",
      "token 'x': expected exactly one of token and token_sha256"),
@@ -223,12 +224,26 @@ def test_a_token_calls_only_its_services(scoped):
     assert call(scoped.a, "GET", "/health").status_code == 200
     assert call(scoped.a, "GET", "/openapi.json").status_code == 200
     ready = call(scoped.a, "GET", "/health/ready").json()
-    assert "services" in ready
+    assert ready["status"] == "ready" and "services" not in ready  # only the full token sees them
+    assert "services" in scoped.get("/health/ready").json()
     # A wrong token is still a 401, an unknown route still a 404.
     assert_envelope(call(as_token(scoped, "tok-x"), "GET", "/kv/get/a%2Fk"), 401, "UNAUTHORIZED")
     assert_envelope(call(scoped.a, "GET", "/kv/nope"), 404, "NOT_FOUND")
     # The full token is unlimited.
     assert scoped.post("/sql/query", json={"sql": "SELECT 1"}).status_code == 200
+
+
+def test_a_scope_ends_with_its_request_on_a_kept_alive_connection(scoped):
+    s = requests.Session()  # one connection, three tokens in turn
+    assert scoped.post("/kv/set/b%2Fk", data="theirs").status_code == 200
+    for token, path, status in [("tok-a", "/kv/get/b%2Fk", 403), ("test-token", "/kv/get/b%2Fk", 200),
+                                ("tok-r", "/kv/get/b%2Fk", 200), ("test-token", "/kv/set/b%2Fk", 200),
+                                ("tok-r", "/kv/set/b%2Fk", 403), ("test-token", "/sql/execute", 200)]:
+        kw = {"json": {"sql": "CREATE TABLE IF NOT EXISTS t (n INTEGER)"}} if "sql" in path else {}
+        method = "GET" if "/get/" in path else "POST"
+        r = s.request(method, scoped.base + path, headers={"Authorization": f"Bearer {token}"},
+                      data=None if kw else "v", timeout=10, **kw)
+        assert r.status_code == status, (token, path, r.text)
 
 
 def test_kv_names_outside_the_prefixes_are_refused_and_unchanged(scoped):
@@ -376,6 +391,28 @@ def test_read_only_sql_runs_in_a_read_only_transaction(sql_scoped):
     assert resp.status_code in (400, 403), resp.text
     assert call(r, "POST", "/sql/query", json=count).json()["rows"] == [{"n": 1}]
     assert m.post("/sql/query", json=count).json()["rows"] == [{"n": 1}]
+    # Nor can it leave the pooled connection changed for the next request.
+    if m.backend == "postgres":
+        changes = ["SELECT set_config('search_path', 'nowhere', false)",
+                   "SELECT set_config('default_transaction_read_only', 'on', false)"]
+    else:
+        # SQLite applies PRAGMAs while preparing; they would outlast the transaction.
+        changes = ["PRAGMA ignore_check_constraints = 1", "PRAGMA locking_mode = EXCLUSIVE",
+                   "PRAGMA foreign_keys = OFF", f"ATTACH '{m.data_dir}/other.db' AS other"]
+    for sql in changes:
+        resp = call(r, "POST", "/sql/batch", json={"statements": [{"sql": sql}]})
+        if m.backend == "sqlite":
+            forbidden(resp, "not authorized")
+            forbidden(call(r, "POST", "/sql/query", json={"sql": sql}), "not authorized")
+            assert not os.path.exists(f"{m.data_dir}/other.db")
+            assert m.post("/sql/query", json={"sql": sql}).ok  # the full token may
+            forbidden(call(r, "POST", "/sql/query", json={"sql": sql}))  # even when cached
+            m.post("/sql/query", json={"sql": "DETACH other" if "ATTACH" in sql else
+                                       sql.replace("= 1", "= 0").replace("EXCLUSIVE", "NORMAL")
+                                       .replace("OFF", "ON")})
+    for _ in range(6):  # every pooled connection in turn
+        assert m.post("/sql/query", json=count).json()["rows"] == [{"n": 1}]
+        assert m.post("/sql/execute", json={"sql": f"UPDATE {t} SET n = n"}).ok
     # The connection went back to the pool writable: the full token still writes.
     for _ in range(4):
         assert m.post("/sql/execute", json={"sql": f"INSERT INTO {t} VALUES (7)"}).ok
@@ -417,6 +454,21 @@ def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(start_mikcar,
     assert call(new, "GET", "/kv/get/k").status_code == 404
     assert "new-tok" not in m.output() and "old-tok" not in m.output()
     assert m.proc.poll() is None
+
+
+def test_sighup_reloads_the_files_auth_token_when_no_flag_or_env_gave_one(start_mikcar, tmp_path):
+    path = tmp_path / "mikcar.toml"
+    base = 'services = ["kv"]\n[kv]\nurl = "memory://"\n[[tokens]]\ntoken = "s"\nservices = ["kv"]\n'
+    write(path, base)
+    m = start_mikcar(["--config", str(path)], token=None, data_dir=fresh(tmp_path / "d"))
+    assert_envelope(m.get("/kv/get/k", headers={"Authorization": "Bearer added"}), 401,
+                    "UNAUTHORIZED")
+    write(path, 'auth_token = "added"\n' + base)
+    m.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "reloaded" not in m.output() and time.time() < deadline:
+        time.sleep(0.02)
+    assert m.get("/kv/get/k", headers={"Authorization": "Bearer added"}).status_code == 404
 
 
 def test_sighup_cannot_turn_authentication_off(start_mikcar, tmp_path):

@@ -152,6 +152,7 @@ TEST(TokenAuthTest, MalformedScopedTokensAreRefusedByName) {
       {{"", std::string(64, 'g'), {"nothex", {"kv"}, {}, false}}, "64 hex digits"},
       {Scoped("noservice", "t", {}), "at least one service"},
       {Scoped("emptyprefix", "t", {"kv"}, {""}), "non-empty prefixes"},
+      {Scoped("sqlprefix", "t", {"kv", "sql"}, {"a/"}), "prefixes cannot confine SQL"},
       {Scoped("same", kToken, {"kv"}), "the same as the full-access token"},
   };
   for (const Case& c : cases) {

@@ -67,8 +67,6 @@ Error ResultError(const PGresult* res) {
     code = ErrorCode::kSqlConflict;
   } else if (state == "57014") {
     code = ErrorCode::kSqlTimeout;
-  } else if (state == "25006") {
-    code = ErrorCode::kForbidden;  // a write in a read-only token's transaction
   } else if ((state.starts_with("08") && state != "08P01") || state.starts_with("53") ||
              state.starts_with("57P")) {
     code = ErrorCode::kSqlUnavailable;
@@ -496,11 +494,17 @@ class PgPool;
 class PgTransaction final : public Transaction {
  public:
   PgTransaction(std::shared_ptr<PgPool> pool, std::unique_ptr<PgConnection> conn,
-                Clock::time_point deadline, asio::any_io_executor ex)
-      : pool_(std::move(pool)), conn_(std::move(conn)), deadline_(deadline), ex_(std::move(ex)) {}
+                Clock::time_point deadline, bool read_only, asio::any_io_executor ex)
+      : pool_(std::move(pool)),
+        conn_(std::move(conn)),
+        deadline_(deadline),
+        read_only_(read_only),
+        ex_(std::move(ex)) {}
   ~PgTransaction() override;
   Task<ResultSet> Run(Statement statement) override;
-  Task<void> Commit() override { co_return co_await Finish("COMMIT"); }
+  // A read-only transaction has nothing to keep: it rolls back, which also undoes session
+  // settings a statement made (set_config(…, false)) before the connection is pooled again.
+  Task<void> Commit() override { co_return co_await Finish(read_only_ ? "ROLLBACK" : "COMMIT"); }
   Task<void> Rollback() override { co_return co_await Finish("ROLLBACK"); }
 
  private:
@@ -509,6 +513,7 @@ class PgTransaction final : public Transaction {
   std::shared_ptr<PgPool> pool_;
   std::unique_ptr<PgConnection> conn_;
   Clock::time_point deadline_;
+  bool read_only_;
   asio::any_io_executor ex_;
 };
 
@@ -689,6 +694,8 @@ PgTransaction::~PgTransaction() {
 Task<ResultSet> PgTransaction::Run(Statement statement) {
   if (!conn_) co_return Fail(ErrorCode::kInternal, "transaction already finished");
   auto result = co_await Exec(*conn_, statement, deadline_);
+  if (!result && read_only_ && HasSqlState(result.error(), "25006"))
+    result.error().code = ErrorCode::kForbidden;  // a read-only token's statement that writes
   if (result && pq->PQtransactionStatus(conn_->conn) != PQTRANS_INTRANS) {
     co_return Fail(ErrorCode::kSqlError,
                    "COMMIT, ROLLBACK and BEGIN are not allowed inside a batch or script (mikcar "
@@ -747,8 +754,8 @@ class PostgresSqlBackend final : public SqlBackend {
       co_return Fail(begun.error());
     }
     auto ex = co_await asio::this_coro::executor;
-    co_return std::unique_ptr<Transaction>(
-        std::make_unique<PgTransaction>(pool_, std::move(*conn), limits.deadline, ex));
+    co_return std::unique_ptr<Transaction>(std::make_unique<PgTransaction>(
+        pool_, std::move(*conn), limits.deadline, limits.read_only, ex));
   }
 
   Task<void> Ready() override {

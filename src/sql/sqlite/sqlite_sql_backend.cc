@@ -79,7 +79,9 @@ Error SqliteError(int code, std::string message) {
       break;
     case SQLITE_AUTH:  // only Authorize() denies
       status = ErrorCode::kForbidden;
-      message = "PRAGMA query_only may not be set (mikcar sets it for read-only tokens)";
+      message =
+          "not authorized: no statement may set PRAGMA query_only, and a read-only token's may "
+          "set no PRAGMA and ATTACH or DETACH no database";
       break;
     case SQLITE_INTERRUPT:
       status = ErrorCode::kSqlTimeout;
@@ -165,14 +167,19 @@ class StatementUse {
   bool cached_;
 };
 
-// Statements may read PRAGMA query_only but not set it: mikcar sets it for read-only tokens.
+// What statements may do, checked as they are prepared. No statement sets PRAGMA query_only:
+// mikcar sets it for read-only tokens. In a read-only transaction no statement sets any PRAGMA
+// either (SQLite applies many while preparing, and they outlast the transaction), and none
+// attaches or detaches a database (ATTACH may create a file, and outlasts a rollback).
 int Authorize(void* arg, int action, const char* name, const char* value, const char*,
               const char*) {
   const auto* conn = static_cast<const Connection*>(arg);
-  if (action == SQLITE_PRAGMA && value != nullptr && sqlite3_stricmp(name, "query_only") == 0 &&
-      !conn->setting_query_only) {
+  if (conn->setting_query_only) return SQLITE_OK;
+  if (action == SQLITE_PRAGMA && value != nullptr &&
+      (conn->read_only || sqlite3_stricmp(name, "query_only") == 0)) {
     return SQLITE_DENY;
   }
+  if (conn->read_only && (action == SQLITE_ATTACH || action == SQLITE_DETACH)) return SQLITE_DENY;
   return SQLITE_OK;
 }
 
@@ -237,7 +244,8 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
   sqlite3* db = conn.db;
   conn.deadline = deadline;
   SetBusyTimeout(conn, deadline);
-  auto cached = conn.statements.find(statement.sql);
+  // A read-only transaction prepares every statement afresh, so that Authorize() sees it.
+  auto cached = conn.read_only ? conn.statements.end() : conn.statements.find(statement.sql);
   std::optional<StatementUse> use;
   int rc = SQLITE_OK;
   if (cached != conn.statements.end()) {
@@ -257,12 +265,14 @@ Result<ResultSet> Execute(Connection& conn, const Statement& statement,
                 "more than one statement; expected exactly one (use /sql/batch for several)",
                 {{"sqlite_code", "\"SQLITE_ERROR\""}}});
     }
-    if (conn.statements.size() >= Connection::kMaxStatements) {
-      sqlite3_finalize(conn.statements.begin()->second);
-      conn.statements.erase(conn.statements.begin());
+    if (!conn.read_only) {
+      if (conn.statements.size() >= Connection::kMaxStatements) {
+        sqlite3_finalize(conn.statements.begin()->second);
+        conn.statements.erase(conn.statements.begin());
+      }
+      conn.statements.emplace(statement.sql, raw);
+      use->Keep();
     }
-    conn.statements.emplace(statement.sql, raw);
-    use->Keep();
   }
   StatementUse& stmt = *use;
   if (conn.read_only && !sqlite3_stmt_readonly(stmt.get())) {
