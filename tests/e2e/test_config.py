@@ -214,6 +214,23 @@ def test_scoped_tokens_alone_turn_auth_on_and_allow_a_public_bind(start_mikcar, 
     assert "no auth token set" not in m.output()
 
 
+def test_the_example_file_runs_as_documented(start_mikcar, tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "mikcar.toml")
+    # MIKCAR_DATA_DIR (set by the fixture) wins over the file's data_dir, --port 0 over its port.
+    m = start_mikcar(["--config", example], token=None, data_dir=fresh(tmp_path / "d"))
+    full, tenant, reporting = (as_token(m, t) for t in ("change-me", "tenant-a-token", "abc123"))
+    assert set(call(full, "GET", "/health/ready").json()["services"]) == {"kv", "storage", "queue",
+                                                                          "sql"}
+    assert call(tenant, "POST", "/kv/set/tenant-a%2Fx", data="1").status_code == 200
+    assert call(tenant, "POST", "/queue/push/tenant-a.jobs", json={}).status_code == 200
+    forbidden(call(tenant, "GET", "/kv/get/other"))
+    assert call(reporting, "GET", "/kv/get/tenant-a%2Fx").content == b"1"
+    assert call(reporting, "POST", "/sql/query", json={"sql": "SELECT 1 AS one"}).ok
+    assert call(reporting, "GET", "/metrics").status_code == 200
+    forbidden(call(reporting, "POST", "/kv/set/x", data="1"), "read-only")
+    assert_envelope(m.put("/storage/object/big", data=b"x" * 10), 401, "UNAUTHORIZED")
+
+
 # --- scoped tokens ----------------------------------------------------------------------------
 
 def test_a_token_calls_only_its_services(scoped):
