@@ -69,6 +69,13 @@ std::string VersionText() {
 // Fills in, from the configuration file, every setting that neither a flag nor the environment
 // gave: each is parsed exactly as its long flag would be. Returns where each value it used came
 // from ("mikcar.toml:3"), by key.
+// "3 scoped token(s): tenant-a, reporting, tokens[2]" (names only, never a token).
+std::string TokenNames(const std::vector<mikcar::ScopedToken>& tokens) {
+  std::string names;
+  for (const auto& t : tokens) names += (names.empty() ? "" : ", ") + t.scope.name;
+  return std::to_string(tokens.size()) + " scoped token(s)" + (names.empty() ? "" : ": " + names);
+}
+
 std::map<std::string, std::string> ApplyConfig(CLI::App& app,
                                                const mikcar::server::ConfigFile& file) {
   std::map<std::string, std::string> origins;
@@ -323,8 +330,7 @@ int main(int argc, char** argv) {
   if (!options.unix_socket.empty()) spdlog::info("listening on unix:{}", options.unix_socket);
   if (options.auth_token.empty() && options.tokens.empty())
     spdlog::warn("no auth token set: every client on this address can call mikcar");
-  if (!options.tokens.empty())
-    spdlog::info("{} scoped token(s) from {}", options.tokens.size(), config_path);
+  if (!options.tokens.empty()) spdlog::info("{} from {}", TokenNames(options.tokens), config_path);
   // SIGHUP reloads the tokens of the configuration file (and its auth_token, when neither a flag
   // nor the environment gave one); a file that does not read keeps the tokens in use.
   handle->wait([&] {
@@ -342,7 +348,7 @@ int main(int argc, char** argv) {
       spdlog::error("SIGHUP: {}: {}; keeping the tokens in use", config_path, set.error().message);
       return;
     }
-    spdlog::info("SIGHUP: reloaded {} scoped token(s) from {}", reread->tokens.size(), config_path);
+    spdlog::info("SIGHUP: reloaded {} from {}", TokenNames(reread->tokens), config_path);
   });
   spdlog::info("stopped");
   return 0;

@@ -457,7 +457,8 @@ def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(start_mikcar,
 
     write(path, base + '[[tokens]]\nname = "new"\ntoken = "new-tok"\nservices = ["kv"]\n'
                        'read_only = true\n')
-    hup("reloaded 1 scoped token(s)")
+    assert "1 scoped token(s): old from" in m.output()  # names, never tokens
+    hup("reloaded 1 scoped token(s): new from")
     assert_envelope(call(old, "GET", "/kv/get/k"), 401, "UNAUTHORIZED")
     assert call(new, "GET", "/kv/get/k").status_code == 404
     forbidden(call(new, "POST", "/kv/set/k", data="v"), "read-only")
