@@ -15,6 +15,11 @@ cmake --install build/dev --prefix "$prefix" >/dev/null
 cmake -S examples/consumer -B "$prefix/consumer-build" -G Ninja -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
 cmake --build "$prefix/consumer-build" >/dev/null
 "$prefix/consumer-build/consumer"
+# ... and through pkg-config (libmikcar is static: --static lists what it links).
+pc_dir=$(dirname "$(find "$prefix" -name mikcar.pc)")
+g++ -std=c++20 examples/consumer/main.cc -o "$prefix/consumer-pc" \
+  $(PKG_CONFIG_PATH="$pc_dir" pkg-config --static --cflags --libs mikcar)
+"$prefix/consumer-pc"
 rm -rf "$prefix"
 
 backends=$(mktemp -d /tmp/mikcar-backends.XXXXXX)
