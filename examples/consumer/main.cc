@@ -1,16 +1,32 @@
-// Embeds the /kv service on memory:// and answers one request to itself.
+// Embeds every service (so that linking pulls in every backend of the static library) and
+// answers one request to itself.
 #include <cstdio>
 
 #include "mikcar/builder.h"
 #include "mikcar/kv/kv.h"
+#include "mikcar/queue/queue.h"
+#include "mikcar/sql/sql.h"
+#include "mikcar/storage/storage.h"
 
 int main() {
   auto kv = mikcar::KvService::FromUrl("memory://");
-  if (!kv) {
-    std::fprintf(stderr, "%s\n", kv.error().message.c_str());
-    return 1;
+  auto storage = mikcar::StorageService::FromUrl("memory://");
+  auto sql = mikcar::SqlService::FromUrl("sqlite::memory:");
+  auto queue = mikcar::QueueService::FromUrl("memory://");
+  for (const auto* service : {&kv, &storage, &sql, &queue}) {
+    if (!*service) {
+      std::fprintf(stderr, "%s\n", service->error().message.c_str());
+      return 1;
+    }
   }
-  auto server = mikcar::SidecarBuilder{}.port(0).auth_token("t").add(std::move(*kv)).start();
+  auto server = mikcar::SidecarBuilder{}
+                    .port(0)
+                    .auth_token("t")
+                    .add(std::move(*kv))
+                    .add(std::move(*storage))
+                    .add(std::move(*sql))
+                    .add(std::move(*queue))
+                    .start();
   if (!server) {
     std::fprintf(stderr, "%s\n", server.error().message.c_str());
     return 1;

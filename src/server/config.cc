@@ -16,6 +16,21 @@ const std::map<std::string, std::vector<std::string>>& ServiceOptions() {
   return options;
 }
 
+// toml++ quotes what it could not parse. A quoted run longer than a piece of syntax may be a
+// secret (a token without its quotes), and errors are logged: it becomes '…'.
+std::string RedactQuoted(std::string_view in) {
+  std::string out;
+  size_t i = 0;
+  for (;;) {
+    size_t open = in.find('\'', i);
+    size_t close = open == std::string_view::npos ? open : in.find('\'', open + 1);
+    if (close == std::string_view::npos) return out.append(in.substr(i));
+    std::string_view inner = in.substr(open + 1, close - open - 1);
+    out.append(in.substr(i, open + 1 - i)).append(inner.size() > 3 ? "…" : inner).append("'");
+    i = close + 1;
+  }
+}
+
 class Reader {
  public:
   explicit Reader(std::string path) : path_(std::move(path)) {}
@@ -73,7 +88,7 @@ class Reader {
       const std::string field = at + "." + key;
       if (key == "name") {
         auto s = String(field, value);
-        if (!s) return Fail(s.error());
+        if (!s || s->empty()) return Bad(value, field + ": expected a non-empty string");
         token.scope.name = *s;
       } else if (key == "token" || key == "token_sha256") {
         auto s = String(field, value);
@@ -110,8 +125,11 @@ Result<ConfigFile> ReadConfigFile(const std::string& path,
   try {
     root = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    return Fail(ErrorCode::kBadRequest, path + ":" + std::to_string(e.source().begin.line) + ": " +
-                                            std::string(e.description()) + "; expected TOML");
+    std::string description = RedactQuoted(e.description());
+    std::string line =
+        e.source().begin.line ? ":" + std::to_string(e.source().begin.line) : std::string();
+    return Fail(ErrorCode::kBadRequest,
+                path + line + ": " + description + "; expected a readable TOML file");
   }
   Reader reader(path);
   ConfigFile config;
@@ -140,6 +158,7 @@ Result<ConfigFile> ReadConfigFile(const std::string& path,
         }
       }
       config.services = std::move(*list);
+      config.services_where = reader.Where(node);
     } else if (key == "auth_token") {
       auto token = reader.String(key, node);
       if (!token) return Fail(token.error());
@@ -155,7 +174,7 @@ Result<ConfigFile> ReadConfigFile(const std::string& path,
         if (option == "url") {
           auto url = reader.String(field, value);
           if (!url) return Fail(url.error());
-          config.urls[key] = std::move(*url);
+          config.urls[key] = {std::move(*url), reader.Where(value)};
           continue;
         }
         if (own == ServiceOptions().end() ||

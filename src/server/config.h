@@ -20,10 +20,12 @@ struct ConfigFile {
     std::string where;  // "mikcar.toml:3", for errors
   };
   std::vector<Setting> settings;
-  std::vector<std::string> services;        // services = ["kv", …]
-  std::map<std::string, std::string> urls;  // [kv] url = "…", by service
-  std::string auth_token;                   // the full-access token, if the file gives one
-  std::vector<ScopedToken> tokens;          // [[tokens]]
+  std::vector<std::string> services;  // services = ["kv", …]
+  std::string services_where;         // "mikcar.toml:4", for errors
+  // [kv] url = "…", by service, with where it is.
+  std::map<std::string, std::pair<std::string, std::string>> urls;
+  std::string auth_token;           // the full-access token, if the file gives one
+  std::vector<ScopedToken> tokens;  // [[tokens]]
 };
 
 // Reads and checks `path`. `services` are the service names that may have a table. Errors are

@@ -66,15 +66,16 @@ std::string VersionText() {
   return text;
 }
 
-// Fills in, from the configuration file, every setting that neither a flag nor the environment
-// gave: each is parsed exactly as its long flag would be. Returns where each value it used came
-// from ("mikcar.toml:3"), by key.
 // "3 scoped token(s): tenant-a, reporting, tokens[2]" (names only, never a token).
 std::string TokenNames(const std::vector<mikcar::ScopedToken>& tokens) {
   std::string names;
   for (const auto& t : tokens) names += (names.empty() ? "" : ", ") + t.scope.name;
   return std::to_string(tokens.size()) + " scoped token(s)" + (names.empty() ? "" : ": " + names);
 }
+
+// Fills in, from the configuration file, every setting that neither a flag nor the environment
+// gave: each is parsed exactly as its long flag would be. Returns where each value it used came
+// from ("mikcar.toml:3"), by key.
 
 std::map<std::string, std::string> ApplyConfig(CLI::App& app,
                                                const mikcar::server::ConfigFile& file) {
@@ -288,23 +289,30 @@ int main(int argc, char** argv) {
         std::find(file.services.begin(), file.services.end(), spec.name) != file.services.end();
     if (!enabled[i] && !in_file && !(all && spec.compiled_in)) continue;
     if (!spec.compiled_in) {
-      Die("--" + spec.name + ": the " + spec.name +
-          " service is not compiled into this build; rebuild with -D" + spec.cmake_option + "=ON");
+      Die((enabled[i] || all ? "--" + spec.name : file.services_where + ": services") + ": the " +
+          spec.name + " service is not compiled into this build; rebuild with -D" +
+          spec.cmake_option + "=ON");
     }
     std::string url = Env(spec.url_env.c_str());
-    if (url.empty() && file.urls.contains(spec.name)) url = file.urls.at(spec.name);
+    std::string url_name = spec.url_env + "=";  // where the URL came from, for errors
+    if (url.empty() && file.urls.contains(spec.name)) {
+      url = file.urls.at(spec.name).first;
+      url_name = file.urls.at(spec.name).second + ": " + spec.name + ".url = ";
+    }
     bool embedded = url.empty();
     if (embedded || (spec.name == "storage" && settings.presign_secret.empty())) {
       std::error_code ec;
       std::filesystem::create_directories(data_dir, ec);
-      if (ec) Die("MIKCAR_DATA_DIR: cannot create '" + data_dir + "': " + ec.message());
+      if (ec) {
+        Die(named("data_dir", "MIKCAR_DATA_DIR") + ": cannot create '" + data_dir +
+            "': " + ec.message());
+      }
     }
     if (embedded) url = spec.default_url(settings.data_dir);
     auto service = spec.create(url, settings);
-    if (!service) Die(spec.url_env + "=" + mikcar::RedactUri(url) + ": " + service.error().message);
+    if (!service) Die(url_name + mikcar::RedactUri(url) + ": " + service.error().message);
     if (auto ready = mikcar::CheckReady(**service, std::chrono::seconds(5)); !ready) {
-      Die(spec.url_env + "=" + mikcar::RedactUri(url) +
-          ": backend unreachable: " + ready.error().message);
+      Die(url_name + mikcar::RedactUri(url) + ": backend unreachable: " + ready.error().message);
     }
     spdlog::info("{}: {} ({}{})", spec.name, mikcar::RedactUri(url), (*service)->backend_name(),
                  embedded ? ", embedded default; set " + spec.url_env + " to change" : "");

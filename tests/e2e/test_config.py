@@ -169,7 +169,12 @@ def test_auth_token_from_the_file_unless_the_environment_gives_one(start_mikcar,
     ("services = [\"kv\"]\nmax_object_size = \"1KiB\"\n", "belongs in the [storage] table"),
     ("services = [\"kv\"]\n[kv]\nurl = \"memory://\"\nprefix = \"x\"\n",
      "mikcar.toml:4: kv.prefix: unknown key; expected url"),
-    ("services = [\"kv\"]\n[kv]\nurl = \"nosuch://x\"\n", "KV_URL=nosuch://x"),
+    ("services = [\"kv\"]\n[kv]\nurl = \"nosuch://x\"\n", "mikcar.toml:3: kv.url = nosuch://x"),
+    ("services = [\"kv\"]\n[[tokens]]\nname = \"\"\ntoken = \"t\"\nservices = [\"kv\"]\n",
+     "mikcar.toml:3: tokens[0].name: expected a non-empty string"),
+    # Unquoted, a token is a number too large for TOML: its digits must not reach the log.
+    ("services = [\"kv\"]\n[[tokens]]\ntoken = 123456789012345678901234567890\n",
+     "mikcar.toml:3:"),
     ("services = [\"kv\"]\n[elsewhere]\na = 1\n", "elsewhere: unknown table"),
     ("version = true\nservices = [\"kv\"]\n", "version: unknown setting"),
     ("auth-token = \"x\"\nservices = [\"kv\"]\n", "mikcar.toml:1: auth-token: unknown key; settings use _"),
@@ -192,7 +197,7 @@ def test_bad_files_stop_start_up_with_one_line(tmp_path, text, expected):
     code, output = run_config(tmp_path, text)
     assert code == 2, output
     assert expected in output, output
-    assert "secret-1" not in output
+    assert "secret-1" not in output and "123456789012" not in output
     assert "Traceback" not in output and "terminate" not in output
 
 
@@ -200,7 +205,14 @@ def test_missing_file_names_the_path(tmp_path):
     out = subprocess.run([BIN, "--config", str(tmp_path / "none.toml"), "--kv"],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 2
-    assert "none.toml" in out.stderr
+    assert "none.toml: " in out.stderr, out.stderr
+
+
+def test_a_data_dir_from_the_file_is_named_when_it_cannot_be_made(tmp_path):
+    code, output = run_config(tmp_path, 'data_dir = "/proc/no/such"\nservices = ["kv"]\n',
+                              env={"MIKCAR_DATA_DIR": ""})
+    assert code == 2, output
+    assert "mikcar.toml:1: data_dir: cannot create '/proc/no/such'" in output, output
 
 
 def test_scoped_tokens_alone_turn_auth_on_and_allow_a_public_bind(start_mikcar, tmp_path):
