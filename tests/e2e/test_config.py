@@ -8,6 +8,7 @@ tokens.
 """
 import hashlib
 import os
+import random
 import signal
 import subprocess
 import time
@@ -199,6 +200,31 @@ def test_bad_files_stop_start_up_with_one_line(tmp_path, text, expected):
     assert expected in output, output
     assert "secret-1" not in output and "123456789012" not in output
     assert "Traceback" not in output and "terminate" not in output
+
+
+def test_mutated_files_stop_with_one_line_and_never_crash(tmp_path):
+    """150 random mutations of examples/mikcar.toml (fixed seed): each run ends with exit 2 and
+    one line (the bad file, or the bad --port given after it), never a crash."""
+    rng = random.Random(10)
+    base = open(os.path.join(os.path.dirname(__file__), "..", "..", "examples",
+                             "mikcar.toml"), "rb").read()
+    pieces = [b"[", b"]]", b"=", b'"', b"\n", b"[[tokens]]\n", b"99999999999999999999", b"{",
+              b"\xff\xfe", b"1979-05-27T07:32:00Z", b"services=[]", b"prefixes=[\"\"]", b"inf"]
+    path = tmp_path / "fuzz.toml"
+    for i in range(150):
+        data = bytearray(base)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randint(0, len(data))
+            if rng.random() < 0.5:
+                data[at:at] = rng.choice(pieces)
+            else:
+                del data[at:at + rng.randint(1, 12)]
+        path.write_bytes(bytes(data))
+        out = subprocess.run([BIN, "--config", str(path), "--port", "notaport"],
+                             capture_output=True, timeout=20)
+        lines = out.stderr.decode(errors="replace").strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("mikcar: "), \
+            (i, out.returncode, lines, bytes(data))
 
 
 def test_missing_file_names_the_path(tmp_path):
