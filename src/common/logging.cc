@@ -27,12 +27,14 @@ class JsonMessageFlag final : public spdlog::custom_flag_formatter {
 
 }  // namespace
 
-Result<void> ConfigureLogging(std::string_view level, std::string_view format) {
+Result<void> ConfigureLogging(std::string_view level, std::string_view format,
+                              std::string_view level_from, std::string_view format_from) {
   auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") {
-    return Fail(ErrorCode::kBadRequest,
-                "MIKCAR_LOG: expected trace, debug, info, warn, error or off; got '" +
-                    std::string(level) + "'");
+    return Fail(ErrorCode::kBadRequest, std::string(level_from) +
+                                            ": expected trace, debug, info, warn, error or off; "
+                                            "got '" +
+                                            std::string(level) + "'");
   }
   auto logger =
       std::make_shared<spdlog::logger>("mikcar", std::make_shared<spdlog::sinks::stderr_sink_mt>());
@@ -43,8 +45,9 @@ Result<void> ConfigureLogging(std::string_view level, std::string_view format) {
   } else if (format == "text") {
     formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v");
   } else {
-    return Fail(ErrorCode::kBadRequest,
-                "MIKCAR_LOG_FORMAT: expected text or json; got '" + std::string(format) + "'");
+    return Fail(
+        ErrorCode::kBadRequest,
+        std::string(format_from) + ": expected text or json; got '" + std::string(format) + "'");
   }
   logger->set_formatter(std::move(formatter));
   logger->set_level(lvl);

@@ -67,9 +67,8 @@ Result<std::string> Name(std::string_view value, std::string_view what) {
 // The {queue} or {topic} path parameter, validated and within the token's scope.
 Result<std::string> NameParam(const Request& request, std::string_view param) {
   auto name = Name(request.param(param), param);
-  if (name) {
-    if (auto ok = request.Permit(*name); !ok) return Fail(ok.error());
-  }
+  if (!name) return name;
+  if (auto ok = request.Permit(*name); !ok) return Fail(ok.error());
   return name;
 }
 

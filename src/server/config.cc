@@ -35,12 +35,11 @@ class Reader {
  public:
   explicit Reader(std::string path) : path_(std::move(path)) {}
 
-  tl::unexpected<Error> Bad(const toml::node& node, const std::string& what) const {
-    return Fail(ErrorCode::kBadRequest,
-                path_ + ":" + std::to_string(node.source().begin.line) + ": " + what);
-  }
   std::string Where(const toml::node& node) const {
     return path_ + ":" + std::to_string(node.source().begin.line);
+  }
+  tl::unexpected<Error> Bad(const toml::node& node, const std::string& what) const {
+    return Fail(ErrorCode::kBadRequest, Where(node) + ": " + what);
   }
 
   // A scalar, or an array of strings joined with ',' (as --cors-origins takes them).

@@ -76,7 +76,6 @@ std::string TokenNames(const std::vector<mikcar::ScopedToken>& tokens) {
 // Fills in, from the configuration file, every setting that neither a flag nor the environment
 // gave: each is parsed exactly as its long flag would be. Returns where each value it used came
 // from ("mikcar.toml:3"), by key.
-
 std::map<std::string, std::string> ApplyConfig(CLI::App& app,
                                                const mikcar::server::ConfigFile& file) {
   std::map<std::string, std::string> origins;
@@ -224,13 +223,10 @@ int main(int argc, char** argv) {
     auto it = origins.find(key);
     return it == origins.end() ? env : it->second + ": " + key;
   };
-  if (auto r = mikcar::ConfigureLogging(log_level, log_format); !r) {
-    std::string message = r.error().message;
-    for (auto [key, env] : {std::pair<std::string, std::string>{"log_level", "MIKCAR_LOG"},
-                            {"log_format", "MIKCAR_LOG_FORMAT"}}) {
-      if (message.starts_with(env + ":")) message = named(key, env) + message.substr(env.size());
-    }
-    Die(message);
+  if (auto r = mikcar::ConfigureLogging(log_level, log_format, named("log_level", "MIKCAR_LOG"),
+                                        named("log_format", "MIKCAR_LOG_FORMAT"));
+      !r) {
+    Die(r.error().message);
   }
 
   // Numbers and units.
