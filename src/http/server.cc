@@ -1110,6 +1110,12 @@ Result<std::unique_ptr<Server>> Server::Create(ServerOptions options,
 Result<void> Server::Start() {
   Impl& s = *impl_;
   const auto& o = s.options;
+  // A write to a connection whose peer has gone raises SIGPIPE, and its default action ends the
+  // process: sendfile(2) and some backends' write(2)s (hiredis) cannot pass MSG_NOSIGNAL. So a
+  // client that resets a download could stop every service. Ignored, those writes fail with
+  // EPIPE and end one connection. A handler the embedding application installed stays.
+  if (struct sigaction old{}; ::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL)
+    std::signal(SIGPIPE, SIG_IGN);
   if (!o.tcp && o.unix_socket.empty()) {
     return Fail(ErrorCode::kBadRequest, "no listener: --no-tcp needs --unix-socket PATH");
   }

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -376,6 +377,26 @@ def test_twelve_mib_object_beats_the_json_body_limit_and_streams_chunked(st):
     assert r.status_code == 201, r.text
     assert r.headers["ETag"] == md5_etag(body)
     assert fetch(st, "big/chunked") == body
+
+
+def test_clients_that_leave_in_the_middle_of_a_download_cost_only_their_connection(st):
+    """Clients that close or reset their connection with most of an 8 MiB object unsent: the
+    file backend sends it with sendfile(2), and a write to a connection the peer has left
+    raises SIGPIPE, which ended the whole process until the server ignored it."""
+    body = os.urandom(8 * MIB)
+    put(st, "big/left", body)
+    for i in range(100):
+        c = Raw(st)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.head("GET", obj("big/left"), {})
+        assert c.sock.recv(1000)
+        if i % 2:  # a reset (RST) instead of a close (FIN)
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.sock.close()
+        time.sleep(0.002)
+    assert st.proc.poll() is None, "mikcar ended"
+    assert st.get("/health").status_code == 200
+    assert fetch(st, "big/left") == body
 
 
 def test_expect_100_continue_on_put(st):
