@@ -216,6 +216,20 @@ EOF
     wait_redis redis-durable-$c
     BACKEND_OF[webdis-$c]=redis-$c
   done
+  # Multi-core, each server also with the other thread count: mikcar with one I/O thread per
+  # core (its default is one per two cores), nginx with 1 worker, webdis with 1 thread (on the
+  # same redis). The ratios use the faster nginx and the faster webdis.
+  KV_URL=file://$TMP/kv-t start mikcar-file-threads n $((BASE + 6)) \
+    "$MIKCAR" --kv --no-auth --port $((BASE + 6)) --threads "$NCPU" --log-level warn
+  mkdir -p "$TMP/nginx-n1"
+  sed -e "s|@WORKERS@|1|" -e "s|@PORT@|$((BASE + 12))|" -e "s|@DIR@|$TMP/nginx-n1|g" \
+    -e "s|@VALUE@|$VALUE|" -e "s|@OBJECTS@|$TMP/objects-n|" "$BENCH/nginx.conf.in" \
+    >"$TMP/nginx-n1/nginx.conf"
+  start nginx-1w n $((BASE + 12)) nginx -p "$TMP/nginx-n1" -c "$TMP/nginx-n1/nginx.conf" -e "$TMP/nginx-n1/error.log"
+  sed -e 's/"threads": [0-9]*/"threads": 1/' -e "s/\"http_port\": [0-9]*/\"http_port\": $((BASE + 32))/" \
+    -e "s|webdis-n.daemon.log|webdis-1t.daemon.log|" "$TMP/webdis-n.json" >"$TMP/webdis-1t.json"
+  start webdis-1t n $((BASE + 32)) webdis "$TMP/webdis-1t.json"
+  BACKEND_OF[webdis-1t]=redis-n
   # Networked queue backends, multi-core only (their servers are not pinned either): redis://
   # on the fsync-always redis (the XADD reference's server) and amqp:// on RabbitMQ.
   QUEUE_URL="redis://127.0.0.1:${PORT[redis-durable-n]}/?prefix=mikcar-bench:" \
@@ -238,6 +252,9 @@ EOF
     wait_200 nginx-$c /health
     wait_200 webdis-$c /PING
   done
+  wait_200 mikcar-file-threads /health
+  wait_200 nginx-1w /health
+  wait_200 webdis-1t /PING
 }
 
 preload() {  # the value every KV GET reads
@@ -259,6 +276,12 @@ preload() {  # the value every KV GET reads
       done
     done
   done
+  # The servers with the other thread count (webdis-1t reads redis-n, loaded above).
+  curl -sf -o /dev/null -X POST --data-binary "$VALUE" "http://127.0.0.1:${PORT[mikcar-file-threads]}/kv/set/$GET_KEY"
+  for s in mikcar-file-threads nginx-1w; do
+    [ "$(curl -sf "http://127.0.0.1:${PORT[$s]}/kv/get/$GET_KEY")" = "$VALUE" ] || { echo "$s: preload failed" >&2; exit 1; }
+  done
+  [ "$(curl -sf "http://127.0.0.1:${PORT[webdis-1t]}/GET/$GET_KEY.txt")" = "$VALUE" ] || { echo "webdis-1t: preload failed" >&2; exit 1; }
 }
 
 # --- One measurement -----------------------------------------------------------------------
@@ -306,6 +329,8 @@ health_targets() {
     measure health mikcar mikcar-memory-$c "$r" /health
     measure health nginx nginx-$c "$r" /health
   done
+  measure health mikcar-file-threads mikcar-file-threads "$r" /health
+  measure health nginx-1w nginx-1w "$r" /health
 }
 kv_get_targets() {
   local r=$1 c
@@ -315,6 +340,9 @@ kv_get_targets() {
     measure kv-get nginx nginx-$c "$r" /kv/get/$GET_KEY
     measure kv-get webdis webdis-$c "$r" /GET/$GET_KEY.txt
   done
+  measure kv-get mikcar-file-threads mikcar-file-threads "$r" /kv/get/$GET_KEY
+  measure kv-get nginx-1w nginx-1w "$r" /kv/get/$GET_KEY
+  measure kv-get webdis-1t webdis-1t "$r" /GET/$GET_KEY.txt
 }
 kv_set_targets() {
   local r=$1 c set=$BENCH/lua/set.lua
@@ -323,6 +351,8 @@ kv_set_targets() {
     measure kv-set mikcar-file mikcar-file-$c "$r" / "$set" POST /kv/set/bench: 100000
     measure kv-set webdis webdis-$c "$r" / "$set" PUT /SET/bench: 100000
   done
+  measure kv-set mikcar-file-threads mikcar-file-threads "$r" / "$set" POST /kv/set/bench: 100000
+  measure kv-set webdis-1t webdis-1t "$r" / "$set" PUT /SET/bench: 100000
 }
 
 storage_get_targets() {
@@ -534,12 +564,22 @@ ratio() {  # ratio KEY REFERENCE-KEY → "0.93x", or nothing if either is missin
   [ -n "$a" ] && [ -n "$b" ] && [ "$b" != 0 ] && awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2fx", a / b }'
   return 0
 }
+faster() {  # faster KEY... → the key with the most req/s (a reference run with two thread counts)
+  local k best=""
+  for k in "$@"; do
+    [ -n "${RPS[$k]:-}" ] || continue
+    if [ -z "$best" ] || awk -v a="${RPS[$k]}" -v b="${RPS[$best]}" 'BEGIN { exit !(a > b) }'; then best=$k; fi
+  done
+  echo "$best"
+}
 display_name() {
   case $1 in
     mikcar) echo "mikcar" ;;
     mikcar-memory) echo "mikcar memory://" ;;
     mikcar-file) echo "mikcar file:// (LMDB, fsync)" ;;
+    mikcar-file-threads) echo "mikcar file:// --threads $NCPU" ;;
     nginx) echo "nginx return 200" ;;
+    nginx-1w) echo "nginx return 200, 1 worker" ;;
     mikcar-storage) echo "mikcar storage file:// (fsync)" ;;
     nginx-static) echo "nginx static file (sendfile)" ;;
     nginx-dav) echo "nginx WebDAV PUT (no fsync)" ;;
@@ -552,6 +592,7 @@ display_name() {
     pgbench-extended) echo "pgbench -S -M extended (avg)" ;;
     pgbench-prepared) echo "pgbench -S -M prepared (avg)" ;;
     webdis) echo "webdis + redis" ;;
+    webdis-1t) echo "webdis (1 thread) + redis" ;;
     redis-SET|redis-GET) echo "redis-benchmark ${1#redis-}" ;;
     mikcar-queue-file) echo "mikcar queue file:// (LMDB, fsync)" ;;
     mikcar-queue-memory) echo "mikcar queue memory://" ;;
@@ -580,8 +621,10 @@ report() {
   echo "## Results: median of $ROUNDS round(s) × ${DURATION}s, wrk -t1 -c$CONNS, $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
   echo "cores 1: server pinned to CPU $SERVER_CPU, load generator to CPU $CLIENT_CPU (mikcar --threads 1, nginx 1 worker,"
-  echo "webdis 1 thread + its redis on that core). cores $NCPU: nothing pinned (mikcar default threads, nginx $NCPU"
-  echo "workers, webdis $NCPU threads), load generator on the same cores. CPU µs/req = server on-CPU time per request."
+  echo "webdis 1 thread + its redis on that core). cores $NCPU: nothing pinned, load generator on the same cores;"
+  echo "mikcar with its default threads and with --threads $NCPU, nginx with $NCPU workers and with 1, webdis with"
+  echo "$NCPU threads and with 1: x nginx and x webdis are against the faster of the two (marked ref)."
+  echo "CPU µs/req = server on-CPU time per request."
   echo
   local fmt='| %-8s | %5s | %-32s | %8s | %-13s | %6s | %6s | %6s | %7s | %8s | %13s |\n'
   printf "$fmt" scenario cores server "req/s" "min-max" "p50 ms" "p99 ms" "CPU us" "x nginx|pg" "x webdis" "x redis-bench"
@@ -589,13 +632,15 @@ report() {
   for key in $keys; do
     IFS='|' read -r s c l <<<"$key"
     local to_nginx="" to_webdis="" to_redis="" name
+    local nginx_ref webdis_ref
+    nginx_ref=$(faster "$s|$c|nginx" "$s|$c|nginx-1w") webdis_ref=$(faster "$s|$c|webdis" "$s|$c|webdis-1t")
     name=$(display_name "$l")
     [ "${ERR[$key]}" != 0 ] && name+=" [${ERR[$key]} errors]"
     case $s in
-      health) to_nginx=$(ratio "$key" "$s|$c|nginx") ;;
-      kv-get) to_nginx=$(ratio "$key" "$s|$c|nginx"); to_webdis=$(ratio "$key" "$s|$c|webdis")
+      health) to_nginx=$(ratio "$key" "$nginx_ref") ;;
+      kv-get) to_nginx=$(ratio "$key" "$nginx_ref"); to_webdis=$(ratio "$key" "$webdis_ref")
               to_redis=$(ratio "$key" "redis|1|redis-GET") ;;
-      kv-set) to_webdis=$(ratio "$key" "$s|$c|webdis"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
+      kv-set) to_webdis=$(ratio "$key" "$webdis_ref"); to_redis=$(ratio "$key" "redis|1|redis-SET") ;;
       get-*) to_nginx=$(ratio "$key" "$s|$c|nginx-static") ;;
       put-*) to_nginx=$(ratio "$key" "$s|$c|nginx-dav") ;;
       sql-*) to_nginx="$(ratio "$key" "$s|$c|pgbench-extended") / $(ratio "$key" "$s|$c|pgbench-prepared")"
@@ -608,8 +653,8 @@ report() {
         to_redis=$(ratio "$key${RPS[$key.msg]:+.msg}" "$s|$c|redis-RPOP")
         [[ "$l" == *amqp ]] && to_redis=$(ratio "$key.msg" "$s|$c|rabbitmq-direct") ;;
     esac
-    [[ "$l" == nginx* ]] && to_nginx=ref
-    [ "$l" = webdis ] && to_webdis=ref
+    [[ "$l" == nginx* && ( -z "$nginx_ref" || "$key" == "$nginx_ref" ) ]] && to_nginx=ref
+    [ "$key" = "$webdis_ref" ] && to_webdis=ref
     [ "$l" = rabbitmq-direct ] && to_redis=ref
     printf "$fmt" "$s" "$([ "$c" = n ] && echo "$NCPU" || echo 1)" "$name" "${RPS[$key]}" "${RANGE[$key]}" \
       "${P50[$key]}" "${P99[$key]}" "${CPU[$key]}" "$to_nginx" "$to_webdis" "$to_redis"

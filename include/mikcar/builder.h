@@ -46,7 +46,7 @@ struct ServerOptions {
   std::chrono::milliseconds timeout{30'000};  // per-request deadline
   std::chrono::milliseconds stream_idle_timeout{30'000};  // streamed bodies: max time w/o progress
   std::chrono::milliseconds shutdown_grace{10'000};
-  unsigned io_threads = 0;                // 0 = CPUs this process may use (affinity, cgroup)
+  unsigned io_threads = 0;                // 0 = half the CPUs this process may use, at least 1
   bool compression = true;                // gzip responses ≥ 1 KiB when the client accepts it
   std::vector<std::string> cors_origins;  // empty = CORS off; {"*"} = any origin
   bool metrics_public = false;            // /metrics without the token

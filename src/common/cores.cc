@@ -59,4 +59,6 @@ unsigned AvailableCores() {
   return std::max(1u, cores);
 }
 
+unsigned DefaultIoThreads() { return std::max(1u, AvailableCores() / 2); }
+
 }  // namespace mikcar

@@ -1125,7 +1125,7 @@ Result<void> Server::Start() {
                     " is not a loopback address and no token is set; expected "
                     "SIDECAR_TOKEN/--auth-token, or --no-auth to run open");
   }
-  s.io_threads = o.io_threads ? o.io_threads : AvailableCores();
+  s.io_threads = o.io_threads ? o.io_threads : DefaultIoThreads();
   s.io = std::make_unique<asio::io_context>(static_cast<int>(s.io_threads));
   s.guard.emplace(asio::make_work_guard(*s.io));
   boost::system::error_code ec;

@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
       ->envname("MIKCAR_PRESIGN_SECRET");
   app.add_option("--timeout", timeout, "per-request deadline, e.g. 30s")->envname("MIKCAR_TIMEOUT");
   app.add_option("--threads", threads,
-                 "I/O threads (0 = the CPUs this process may use: affinity mask, cgroup CPU limit)")
+                 "I/O threads (0 = half the CPUs this process may use, at least 1; see the README)")
       ->envname("MIKCAR_THREADS");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")
       ->envname("MIKCAR_LOG");

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <algorithm>
+
 namespace mikcar {
 namespace {
 
@@ -31,7 +33,12 @@ TEST(CoresTest, FollowsTheAffinityMask) {
   }
   ASSERT_EQ(sched_setaffinity(0, sizeof one, &one), 0);
   EXPECT_EQ(AvailableCores(), 1u);
+  EXPECT_EQ(DefaultIoThreads(), 1u);  // one CPU still gets its I/O thread
   ASSERT_EQ(sched_setaffinity(0, sizeof saved, &saved), 0);
+}
+
+TEST(CoresTest, DefaultIoThreadsAreHalfTheCores) {
+  EXPECT_EQ(DefaultIoThreads(), std::max(1u, AvailableCores() / 2));
 }
 
 }  // namespace

@@ -1100,21 +1100,25 @@ def test_startup_to_first_health(tmp_path, capsys):
         assert proc.wait(5) == 0
 
 
-def test_default_io_threads_follow_the_cpu_affinity(start_mikcar):
-    """Without --threads, mikcar runs one I/O thread per CPU it may use (here: pinned to one),
-    not one per CPU of the host."""
+def test_default_io_threads_are_half_the_cpus_it_may_use(start_mikcar):
+    """Without --threads, mikcar runs one I/O thread per two CPUs it may use, at least one:
+    pinned to one CPU it runs one, and unpinned it counts the CPUs of its affinity mask, not
+    every CPU of the host."""
     def threads(m):
         return len(os.listdir(f"/proc/{m.proc.pid}/task"))
 
+    env = {"KV_URL": "memory://"}
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(saved)})  # inherited by the processes started meanwhile
     try:
-        env = {"KV_URL": "memory://"}
-        default = start_mikcar(["--kv"], env=env)
+        pinned = start_mikcar(["--kv"], env=env)
         one = start_mikcar(["--kv", "--threads", "1"], env=env)
         two = start_mikcar(["--kv", "--threads", "2"], env=env)
     finally:
         os.sched_setaffinity(0, saved)
-    assert threads(default) == threads(one)
+    unpinned = start_mikcar(["--kv"], env=env)
+    assert threads(pinned) == threads(one)
     assert threads(two) == threads(one) + 1
-    assert default.get("/health").status_code == 200
+    assert threads(unpinned) == threads(one) - 1 + max(1, len(saved) // 2)
+    assert pinned.get("/health").status_code == 200
+    assert unpinned.get("/health").status_code == 200
