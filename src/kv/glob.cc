@@ -49,30 +49,38 @@ bool MatchOne(std::string_view pattern, size_t p, unsigned char c, size_t& next)
 }  // namespace
 
 // Iterative matcher with single-star backtracking: O(len(pattern) × len(text)) worst case, never
-// exponential, so a hostile pattern cannot stall an I/O thread.
-bool GlobMatch(std::string_view pattern, std::string_view text) {
-  size_t p = 0, t = 0;
+// exponential. That is still up to a million steps for one long key, so the caller charges
+// `*work` (pattern bytes compared) against its scan budget.
+bool GlobMatch(std::string_view pattern, std::string_view text, size_t* work) {
+  size_t p = 0, t = 0, steps = 0;
   size_t star_p = std::string_view::npos, star_t = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && pattern[p] == '*') {
-      while (p < pattern.size() && pattern[p] == '*') ++p;
-      if (p == pattern.size()) return true;
-      star_p = p;
-      star_t = t;
-      continue;
+  bool matched = [&] {
+    while (t < text.size()) {
+      if (p < pattern.size() && pattern[p] == '*') {
+        while (p < pattern.size() && pattern[p] == '*') ++p;
+        if (p == pattern.size()) return true;
+        star_p = p;
+        star_t = t;
+        continue;
+      }
+      size_t next = p + 1;
+      bool one =
+          p < pattern.size() && MatchOne(pattern, p, static_cast<unsigned char>(text[t]), next);
+      steps += next - p;
+      if (one) {
+        p = next;
+        ++t;
+        continue;
+      }
+      if (star_p == std::string_view::npos) return false;
+      p = star_p;
+      t = ++star_t;
     }
-    size_t next = 0;
-    if (p < pattern.size() && MatchOne(pattern, p, static_cast<unsigned char>(text[t]), next)) {
-      p = next;
-      ++t;
-      continue;
-    }
-    if (star_p == std::string_view::npos) return false;
-    p = star_p;
-    t = ++star_t;
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
+    while (p < pattern.size() && pattern[p] == '*') ++p;
+    return p == pattern.size();
+  }();
+  if (work) *work += steps + 1;
+  return matched;
 }
 
 std::string GlobLiteralPrefix(std::string_view pattern) {

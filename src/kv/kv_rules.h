@@ -24,7 +24,12 @@ Result<int64_t> AddToInteger(std::optional<std::string_view> value, int64_t by);
 std::string EncodeCursor(std::string_view last_key);
 Result<std::string> DecodeCursor(std::string_view cursor);
 
-// A keys page examines at most this many keys beyond `limit`, then returns with a cursor.
+// A keys page examines at most this many keys beyond `limit`, and lets the glob matcher compare
+// at most kMaxGlobWork pattern bytes, then returns with a cursor (possibly with no keys). The
+// scan runs on an I/O thread: a pattern such as `g*aaa…ab` against long keys costs the pattern
+// length times the key length per key, and without the budget one call over 20,000 keys of 1
+// KiB held the thread for 6 s. 4M steps is a few milliseconds.
 inline constexpr size_t kMaxKeysExamined = 100'000;
+inline constexpr size_t kMaxGlobWork = 4'000'000;
 
 }  // namespace mikcar::kv

@@ -584,6 +584,30 @@ def test_keys_glob(kv, pattern, expected):
     assert page["cursor"] is None
 
 
+def test_a_hostile_glob_ends_its_page_early_and_never_holds_the_server(kv):
+    """`g*aaa…ab` (500 a) against keys of 1,000 bytes costs the matcher ~500k steps per key. A
+    page stops at its work budget with a cursor (possibly with no keys), so no call holds the
+    I/O thread for long (one call over 20,000 such keys took 6 s), and paging still finds every
+    match exactly once."""
+    long_keys = {("g%04d" % i) + "a" * 1000: "v" for i in range(200)}
+    matching = {("g%04d" % i) + "a" * 600 + "b": "v" for i in (3, 77, 150)}
+    set_batch(kv, {**long_keys, **matching})
+    pattern = "g*" + "a" * 500 + "b"
+    found, cursor, calls, slowest = [], None, 0, 0.0
+    while True:
+        started = time.monotonic()
+        page = keys_page(kv, pattern, **({"cursor": cursor} if cursor else {}))
+        slowest = max(slowest, time.monotonic() - started)
+        found += page["keys"]
+        cursor, calls = page["cursor"], calls + 1
+        if not cursor:
+            break
+        assert calls < 500
+    assert found == sorted_bytewise(matching)
+    assert calls > 3  # the budget, not the page size (100 keys), ended the pages
+    assert slowest < 0.5, f"one /kv/keys call took {slowest:.2f} s"
+
+
 @pytest.mark.parametrize("limit", [2, 4])
 def test_keys_cursor_is_null_when_a_page_ends_with_the_last_key(kv, limit):
     set_batch(kv, {f"p{i}": "v" for i in range(4)})

@@ -51,6 +51,20 @@ TEST(GlobTest, HostilePatternsStayPolynomial) {
   EXPECT_FALSE(GlobMatch(pattern, text));  // would never finish with naive backtracking
 }
 
+TEST(GlobTest, WorkCountsThePatternBytesCompared) {
+  size_t work = 0;
+  EXPECT_TRUE(GlobMatch("user:*", "user:1", &work));
+  EXPECT_LE(work, 20u);  // a plain pattern costs about the key's length
+  work = 0;
+  // A star followed by 500 literals against 1,000 'a's retries the literals at every offset.
+  EXPECT_FALSE(GlobMatch("g*" + std::string(500, 'a') + "b", "g" + std::string(1000, 'a'), &work));
+  EXPECT_GT(work, 250'000u);
+  EXPECT_LT(work, 1'000'000u);
+  size_t before = work;
+  EXPECT_TRUE(GlobMatch("[abc]", "b", &work));  // a class costs its length
+  EXPECT_EQ(work - before, 6u);
+}
+
 TEST(GlobTest, LiteralPrefixStopsAtTheFirstWildcard) {
   EXPECT_EQ(GlobLiteralPrefix("user:*"), "user:");
   EXPECT_EQ(GlobLiteralPrefix("a\\*b*"), "a*b");

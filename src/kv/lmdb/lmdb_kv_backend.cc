@@ -270,12 +270,12 @@ class LmdbKvBackend final : public KvBackend {
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
       }
       int64_t now = NowMs();
-      size_t examined = 0;
+      size_t examined = 0, work = 0;
       std::string last;
       for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         std::string_view db_key(static_cast<char*>(k.mv_data), k.mv_size);
         if (db_key.substr(0, prefix.size()) != prefix) break;
-        if (page.keys.size() == limit || ++examined > kMaxKeysExamined) {
+        if (page.keys.size() == limit || ++examined > kMaxKeysExamined || work > kMaxGlobWork) {
           page.cursor = EncodeCursor(last);
           break;
         }
@@ -283,7 +283,7 @@ class LmdbKvBackend final : public KvBackend {
         Record r;
         if (!Decode(v, r) || !IsLive(r.expires_at_ms, now)) continue;
         std::string_view key = r.full_key.empty() ? db_key : r.full_key;
-        if (GlobMatch(pattern, key)) page.keys.emplace_back(key);
+        if (GlobMatch(pattern, key, &work)) page.keys.emplace_back(key);
       }
       mdb_cursor_close(cur);
       if (rc != 0 && rc != MDB_NOTFOUND) return Fail(LmdbError(rc, "scan"));

@@ -134,15 +134,15 @@ class MemoryKvBackend final : public KvBackend {
     int64_t now = NowMs();
     auto it = cursor.empty() ? data_.lower_bound(prefix) : data_.upper_bound(cursor);
     if (!cursor.empty() && cursor < prefix) it = data_.lower_bound(prefix);
-    size_t examined = 0;
+    size_t examined = 0, work = 0;
     for (; it != data_.end(); ++it) {
       const std::string& key = it->first;
       if (key.compare(0, prefix.size(), prefix) != 0) break;
-      if (page.keys.size() == limit || ++examined > kMaxKeysExamined) {
-        page.cursor = EncodeCursor(page.keys.empty() ? std::prev(it)->first : page.keys.back());
+      if (page.keys.size() == limit || ++examined > kMaxKeysExamined || work > kMaxGlobWork) {
+        page.cursor = EncodeCursor(std::prev(it)->first);  // the last key examined
         break;
       }
-      if (IsLive(it->second.expires_at_ms, now) && GlobMatch(pattern, key))
+      if (IsLive(it->second.expires_at_ms, now) && GlobMatch(pattern, key, &work))
         page.keys.push_back(key);
     }
     co_return page;

@@ -269,7 +269,7 @@ class RedisKvBackend final : public KvBackend {
                         : prefix.empty()                    ? "-"
                                                             : "[" + prefix;
     std::string end = prefix.empty() ? "+" : "[" + prefix + "\xff";
-    for (size_t examined = 0;;) {
+    for (size_t examined = 0, work = 0;;) {
       size_t batch = std::min<size_t>(1000, limit - page.keys.size() + 100);
       std::vector<std::string> keys_{index_};
       std::vector<std::string> args_{prefix_, start, end, std::to_string(batch)};
@@ -283,7 +283,11 @@ class RedisKvBackend final : public KvBackend {
           page.cursor = EncodeCursor(page.keys.back());
           co_return page;
         }
-        if (GlobMatch(pattern, items[i].str)) page.keys.push_back(items[i].str);
+        if (GlobMatch(pattern, items[i].str, &work)) page.keys.push_back(items[i].str);
+        if (work > kMaxGlobWork) {  // the matcher's budget (kv_rules.h): resume after this key
+          page.cursor = EncodeCursor(items[i].str);
+          co_return page;
+        }
       }
       if (items.back().str.empty()) co_return page;  // the range ended within this batch
       start = "(" + items.back().str;
