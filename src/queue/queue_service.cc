@@ -1,6 +1,7 @@
 // The /queue service: parses and validates each request once, calls one QueueBackend, shapes
 // the response (SPEC §6). Knows nothing about HTTP parsing or concrete backends.
 #include <boost/json/array.hpp>
+#include <boost/json/error.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -83,11 +84,16 @@ Result<std::string> IdParam(const Request& request) {
 }
 
 // The message body as stored: JSON as sent (re-serialised compactly), anything else wrapped as
-// {"data": "<text>"} (compat).
-std::string Payload(std::string_view body) {
+// {"data": "<text>"} (compat). JSON nested deeper than the parser takes is refused, as the batch
+// route refuses it, rather than stored as a string the consumer did not send.
+Result<std::string> Payload(std::string_view body) {
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
   if (!ec) return json::serialize(v);
+  if (ec == json::error::too_deep)
+    return Fail(ErrorCode::kBadRequest,
+                "the body is JSON nested too deeply; expected at most 32 levels of arrays and "
+                "objects");
   return "{\"data\":" + JsonQuote(body) + "}";
 }
 
@@ -184,7 +190,9 @@ class QueueSidecar final : public Sidecar {
     if (!queue) co_return Fail(queue.error());
     auto message = PushOptions(request);
     if (!message) co_return Fail(message.error());
-    message->payload = Payload(request.body);
+    auto payload = Payload(request.body);
+    if (!payload) co_return Fail(payload.error());
+    message->payload = std::move(*payload);
     std::vector<NewMessage> one;
     one.push_back(std::move(*message));
     auto ids = co_await calls_.Time("push", backend_->Push(*queue, std::move(one)));
@@ -268,8 +276,10 @@ class QueueSidecar final : public Sidecar {
   boost::asio::awaitable<Result<Response>> Publish(Request& request) {
     auto topic = NameParam(request, "topic");
     if (!topic) co_return Fail(topic.error());
+    auto payload = Payload(request.body);
+    if (!payload) co_return Fail(payload.error());
     NewMessage message;
-    message.payload = Payload(request.body);
+    message.payload = std::move(*payload);
     auto id = co_await calls_.Time("publish", backend_->Publish(*topic, std::move(message)));
     if (!id) co_return Fail(id.error());
     co_return Response::Json("{\"message_id\":" + JsonQuote(*id) +

@@ -150,6 +150,23 @@ def test_non_json_payload_is_wrapped(queue):
     assert set(payload) == {"data"} and payload["data"].endswith(" bytes")
 
 
+def test_json_nested_too_deeply_is_refused_not_wrapped(queue):
+    """32 levels of arrays are a payload like any other; 33 are more than the JSON parser takes.
+    That body is refused with 400, as the batch route refuses it, instead of being delivered as
+    {"data": "[[[..."}, a string the producer never sent. Publish follows the same rule."""
+    q, t = name(), name("t")
+    deep32 = "[" * 32 + "]" * 32
+    push(queue, q, deep32.encode())
+    assert pop(queue, q)["payload"] == json.loads(deep32)
+    deep33 = ("[" * 33 + "]" * 33).encode()
+    for path in (f"/queue/push/{q}", f"/queue/publish/{t}"):
+        r = queue.post(path, data=deep33, timeout=10)
+        assert_envelope(r, 400, "BAD_REQUEST")
+        assert "nested too deeply" in r.json()["error"]
+    assert length(queue, q)["length"] == 0
+    assert pop(queue, q, timeout="0") is None
+
+
 def test_json_scalars_and_unicode(queue):
     q = name()
     for value in ["a string", 42, -1.5, True, None, [], {}, {"ünï": "cødé ✓"}]:
