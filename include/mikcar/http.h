@@ -68,6 +68,9 @@ class Request {
   // The scope of the token that authorised the request; null when that token has full access,
   // auth is off, or a presigned URL authorised the request.
   const TokenScope* scope = nullptr;
+  // Routes marked watch_client only: the client closed or reset the connection while the handler
+  // waited. A long-poll checks it before it takes anything the client could no longer receive.
+  bool client_gone = false;
 
   // Header value by case-insensitive name; empty if absent.
   std::string_view header(std::string_view name) const;
@@ -134,11 +137,20 @@ struct Route {
   // The route changes nothing (or, like SQL, enforces Request::read_only() itself): a read-only
   // token may call it.
   bool read_only = false;
+  // While the handler runs, the server watches the connection and sets Request::client_gone when
+  // the client leaves: for long-polls that take something (a queue message) when they end.
+  bool watch_client = false;
 };
 
 // `route` marked read_only: {ReadOnly({"GET", "/get/{key}", handler}), …}.
 inline Route ReadOnly(Route route) {
   route.read_only = true;
+  return route;
+}
+
+// `route` marked watch_client.
+inline Route WatchClient(Route route) {
+  route.watch_client = true;
   return route;
 }
 

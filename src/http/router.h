@@ -28,6 +28,7 @@ struct RouteEntry {
   bool streamed_body = false;  // see mikcar::Route
   uint64_t body_limit = 0;
   bool read_only = false;
+  bool watch_client = false;    // see mikcar::Route
   RouteStats* stats = nullptr;  // metrics of this route, set by the server
 };
 

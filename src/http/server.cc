@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -28,6 +29,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <cerrno>
 #include <condition_variable>
 #include <csignal>
 #include <functional>
@@ -148,6 +150,21 @@ asio::awaitable<bool> SendContinue(Conn& conn) {
   auto [ec, n] = co_await asio::async_write(
       conn.socket, asio::buffer(kContinueHead.data(), kContinueHead.size()), kTuple);
   co_return !ec;
+}
+
+// For a watch_client route while its handler runs (nothing else reads the socket then): sets
+// `request.client_gone` when the client closes or resets the connection. Readable data is a
+// pipelined request and ends the watch. `active` turns false (and the wait is cancelled) when the
+// handler returns, before `request` is reused or freed.
+template <typename Socket>
+asio::awaitable<void> NoticeClientGone(Socket& socket, Request& request,
+                                       std::shared_ptr<const bool> active) {
+  auto [ec] = co_await socket.async_wait(asio::socket_base::wait_read, kTuple);
+  if (!*active || ec == asio::error::operation_aborted) co_return;
+  char byte;
+  ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (ec || n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+    request.client_gone = true;
 }
 
 // Writes a head and a body in one gathered write.
@@ -308,6 +325,7 @@ Result<void> Server::Impl::AddRoutes() {
     entry.streamed_body = route.streamed_body;
     entry.body_limit = route.body_limit;
     entry.read_only = route.read_only;
+    entry.watch_client = route.watch_client;
     return AddRoute(route.method, std::move(entry));
   };
   auto health = [](Request&) -> asio::awaitable<Result<Response>> {
@@ -772,6 +790,13 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
         conn->in_handler = true;
         conn->Arm(deadline);
       }
+      request->client_gone = false;
+      std::shared_ptr<bool> watching;
+      if (entry->watch_client) {
+        watching = std::make_shared<bool>(true);
+        asio::co_spawn(conn->socket.get_executor(),
+                       NoticeClientGone(conn->socket, *request, watching), asio::detached);
+      }
       auto op = entry->handler(*request);
       std::optional<Result<Response>> result;  // empty when the handler threw
       try {
@@ -786,6 +811,11 @@ asio::awaitable<void> Server::Impl::Serve(Socket socket) {
       }
       conn->in_handler = false;
       conn->Disarm();
+      if (watching) {
+        *watching = false;
+        boost::system::error_code ignored;
+        conn->socket.cancel(ignored);  // the watch's wait, the only operation on the socket now
+      }
       if (conn->answered_late) break;  // AnswerLate has the connection now
       if (!result) {
         response = ErrorResponse(

@@ -41,6 +41,7 @@ boost::asio::awaitable<Result<std::vector<Message>>> PollReceive(WatchHub& wake,
   std::optional<Clock::time_point> gather_end;
   const size_t max = std::max<size_t>(receive.max_messages, 1);
   for (;;) {
+    if (receive.client_gone && *receive.client_gone) break;  // nobody to deliver to
     waiter->notified = false;  // a Notify() from here on skips the next wait
     Result<std::vector<Message>> got = co_await fetch(max - out.size());
     if (!got) {

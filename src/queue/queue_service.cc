@@ -142,11 +142,11 @@ class QueueSidecar final : public Sidecar {
     return {
         {"POST", "/push/{queue}", bind(&QueueSidecar::Push)},
         {"POST", "/push/{queue}/batch", bind(&QueueSidecar::PushBatch)},
-        {"GET", "/pop/{queue}", bind(&QueueSidecar::Pop)},
+        WatchClient({"GET", "/pop/{queue}", bind(&QueueSidecar::Pop)}),
         {"POST", "/ack/{queue}/{id}", bind(&QueueSidecar::Ack)},
         {"POST", "/nack/{queue}/{id}", bind(&QueueSidecar::Nack)},
         {"POST", "/publish/{topic}", bind(&QueueSidecar::Publish)},
-        {"GET", "/subscribe/{topic}", bind(&QueueSidecar::Subscribe)},
+        WatchClient({"GET", "/subscribe/{topic}", bind(&QueueSidecar::Subscribe)}),
         ReadOnly({"GET", "/len/{queue}", bind(&QueueSidecar::Len)}),
     };
   }
@@ -174,6 +174,7 @@ class QueueSidecar final : public Sidecar {
     if (!timeout) return Fail(timeout.error());
     r.wait_until = std::min(Clock::now() + *timeout, request.deadline - kDeadlineMargin);
     r.deliver_by = request.deadline - kDeliverMargin;
+    r.client_gone = &request.client_gone;
     if (request.query_param("visibility")) {
       auto visibility =
           DurationParam(request, "visibility", std::chrono::milliseconds(0), kMaxVisibility);

@@ -8,6 +8,8 @@ clean-up between tests.
 import concurrent.futures
 import json
 import os
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -15,7 +17,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import assert_envelope
+from conftest import TOKEN, assert_envelope
 
 REDIS_URL = os.environ.get("MIKCAR_TEST_REDIS_URL")
 REDISS_URL = os.environ.get("MIKCAR_TEST_REDISS_URL")
@@ -206,6 +208,46 @@ def test_long_poll_returns_when_a_message_arrives(queue):
     th.join(15)
     assert result["message"]["id"] == mid
     assert 0.4 <= result["elapsed"] < 2.0, result
+
+
+@pytest.mark.parametrize("leave", ["reset", "close"])
+@pytest.mark.parametrize("lease", [False, True])
+def test_a_long_poll_whose_client_left_takes_nothing(queue, leave, lease):
+    """A pop waiting for a message whose client resets or closes its connection first: the next
+    message goes to the next pop. The dead poll used to take it, and it was removed (or leased,
+    with its attempts raised) for a client that could never receive it."""
+    q = name()
+    params = "timeout=20" + ("&visibility=30" if lease else "")
+    c = socket.create_connection(("127.0.0.1", queue.port))
+    c.sendall(f"GET /queue/pop/{q}?{params} HTTP/1.1\r\nHost: mikcar\r\n"
+              f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+    time.sleep(0.3)  # the pop is waiting
+    if leave == "reset":
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    time.sleep(0.3)
+    push(queue, q, {"n": 1})
+    got = pop(queue, q, timeout="5")
+    assert got is not None, "the message went to the client that had left"
+    assert got["payload"] == {"n": 1} and got["attempts"] == 1
+
+
+def test_a_subscribe_whose_client_left_takes_nothing(queue):
+    """The same for a topic: the group's next subscribe gets what was published after its
+    waiting consumer reset the connection."""
+    t = name("t")
+    assert subscribe(queue, t, group="g", timeout="0") == []  # the group exists from here on
+    c = socket.create_connection(("127.0.0.1", queue.port))
+    c.sendall(f"GET /queue/subscribe/{t}?group=g&timeout=20 HTTP/1.1\r\nHost: mikcar\r\n"
+              f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
+    time.sleep(0.3)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+    time.sleep(0.3)
+    r = queue.post(f"/queue/publish/{t}", json={"n": 2}, timeout=10)
+    assert r.status_code == 200, r.text
+    got = subscribe(queue, t, group="g", timeout="5")
+    assert [m["payload"] for m in got] == [{"n": 2}]
 
 
 def test_long_poll_times_out_empty(queue):

@@ -69,6 +69,9 @@ struct Receive {
   // shortly before the HTTP deadline). A backend whose server answers later leaves such
   // messages in the queue rather than removing them. Unset: wait_until + 250 ms.
   std::optional<Clock::time_point> deliver_by;
+  // When this becomes true (the HTTP client has gone), take no more messages and return what was
+  // taken. Read on the receive's own executor; null when nobody watches.
+  const bool* client_gone = nullptr;
 };
 
 struct Length {

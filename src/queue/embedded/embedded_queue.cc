@@ -495,6 +495,7 @@ class EmbeddedQueueBackend final : public QueueBackend {
     std::vector<Message> got;
     std::optional<Clock::time_point> gather_until;
     for (;;) {
+      if (receive.client_gone && *receive.client_gone) co_return got;  // nobody to deliver to
       waiter->notified = false;
       int64_t next_due = 0;
       bool due = false;
